@@ -1,0 +1,370 @@
+//! Output formats of read, search and history: the choice by URL extension or `Accept`
+//! header, and the CSV and XML renderings. JSON needs no rendering here.
+
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+use crate::js::format_js_number;
+
+/// XML declaration that starts every XML response, as the reference writes it.
+const XML_DECLARATION: &str = "<?xml version='1.0' encoding='utf-8'?>";
+
+/// Indentation of one nesting level in XML output.
+const XML_INDENT: &str = "    ";
+
+/// The representation of a response body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutputFormat {
+    /// The `{status, result}` JSON envelope.
+    Json,
+    /// Comma-separated values with a header row.
+    Csv,
+    /// XML with an `<item>` or `<items>` root.
+    Xml,
+}
+
+impl OutputFormat {
+    /// Every format, in the order that wins ties in content negotiation.
+    const ALL: [OutputFormat; 3] = [OutputFormat::Json, OutputFormat::Csv, OutputFormat::Xml];
+
+    /// Picks the format for a URL extension (`entries.csv`), case-insensitively; other
+    /// extensions give `None`, which the caller answers with [`ApiError::unsupported_format`].
+    pub fn from_extension(extension: &str) -> Option<OutputFormat> {
+        match extension.to_ascii_lowercase().as_str() {
+            "json" => Some(OutputFormat::Json),
+            "csv" => Some(OutputFormat::Csv),
+            "xml" => Some(OutputFormat::Xml),
+            _ => None,
+        }
+    }
+
+    /// Picks the format for an `Accept` header, as HTTP content negotiation does.
+    ///
+    /// A missing or blank header gives JSON. Otherwise each format takes the quality (`q`)
+    /// of the most specific media range that covers it (`text/csv` before `text/*` before
+    /// `*/*`). The highest quality above 0 wins, then the more specific range, then the range
+    /// listed first, then JSON, CSV, XML in that order. XML is served for `application/xml`
+    /// and `text/xml`. Returns 406 `Unsupported output format requested` when no format is
+    /// acceptable.
+    pub fn from_accept(accept: Option<&str>) -> Result<OutputFormat, ApiError> {
+        let Some(accept) = accept.filter(|header| !header.trim().is_empty()) else {
+            return Ok(OutputFormat::Json);
+        };
+        let ranges: Vec<MediaRange> = accept.split(',').filter_map(MediaRange::parse).collect();
+
+        let mut best: Option<(Preference, OutputFormat)> = None;
+        for (format_index, format) in Self::ALL.into_iter().enumerate() {
+            let Some(preference) = format.preference(&ranges, format_index) else {
+                continue;
+            };
+            if best.is_none_or(|(current, _)| preference.is_better_than(&current)) {
+                best = Some((preference, format));
+            }
+        }
+        best.map(|(_, format)| format)
+            .ok_or_else(ApiError::unsupported_format)
+    }
+
+    /// Returns the `Content-Type` header value of a response in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            OutputFormat::Json => "application/json; charset=utf-8",
+            OutputFormat::Csv => "text/csv; charset=utf-8",
+            OutputFormat::Xml => "application/xml; charset=utf-8",
+        }
+    }
+
+    fn media_types(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            OutputFormat::Json => &[("application", "json")],
+            OutputFormat::Csv => &[("text", "csv")],
+            OutputFormat::Xml => &[("application", "xml"), ("text", "xml")],
+        }
+    }
+
+    /// Finds how strongly the client accepts this format; `None` when not at all.
+    fn preference(self, ranges: &[MediaRange], format_index: usize) -> Option<Preference> {
+        let mut best: Option<Preference> = None;
+        for (range_index, range) in ranges.iter().enumerate() {
+            for &(kind, subtype) in self.media_types() {
+                let Some(specificity) = range.specificity(kind, subtype) else {
+                    continue;
+                };
+                let candidate = Preference {
+                    quality: range.quality,
+                    specificity,
+                    range_index,
+                    format_index,
+                };
+                // The most specific range that covers the format decides its quality.
+                let more_specific = best.is_none_or(|current| {
+                    (specificity, candidate.quality) > (current.specificity, current.quality)
+                });
+                if more_specific {
+                    best = Some(candidate);
+                }
+            }
+        }
+        best.filter(|preference| preference.quality > 0.0)
+    }
+}
+
+/// One media range of an `Accept` header, such as `text/*;q=0.5`.
+struct MediaRange {
+    /// Type, lower case; `*` for any.
+    kind: String,
+    /// Subtype, lower case; `*` for any.
+    subtype: String,
+    /// Quality from the `q` parameter, 1 when absent.
+    quality: f32,
+}
+
+impl MediaRange {
+    /// Parses one comma-separated entry; a lone `*` counts as `*/*`, and an entry without a
+    /// `/` or with an invalid `q` is skipped.
+    fn parse(entry: &str) -> Option<MediaRange> {
+        let mut parts = entry.split(';');
+        let media = parts.next()?.trim().to_ascii_lowercase();
+        let (kind, subtype) = match media.as_str() {
+            "*" => ("*".to_string(), "*".to_string()),
+            _ => {
+                let (kind, subtype) = media.split_once('/')?;
+                (kind.trim().to_string(), subtype.trim().to_string())
+            }
+        };
+
+        let mut quality = 1.0;
+        for parameter in parts {
+            let Some((name, value)) = parameter.split_once('=') else {
+                continue;
+            };
+            if name.trim().eq_ignore_ascii_case("q") {
+                quality = value.trim().parse::<f32>().ok().filter(|q| q.is_finite())?;
+            }
+        }
+        Some(MediaRange {
+            kind,
+            subtype,
+            quality: quality.clamp(0.0, 1.0),
+        })
+    }
+
+    /// Returns 2 for an exact match, 1 for `type/*`, 0 for `*/*`, `None` when not covered.
+    fn specificity(&self, kind: &str, subtype: &str) -> Option<u8> {
+        match (self.kind.as_str(), self.subtype.as_str()) {
+            ("*", "*") => Some(0),
+            (k, "*") if k == kind => Some(1),
+            (k, s) if k == kind && s == subtype => Some(2),
+            _ => None,
+        }
+    }
+}
+
+/// How strongly a client accepts one format.
+#[derive(Debug, Clone, Copy)]
+struct Preference {
+    /// Quality of the deciding media range.
+    quality: f32,
+    /// Specificity of the deciding media range (2 exact, 1 `type/*`, 0 `*/*`).
+    specificity: u8,
+    /// Position of the deciding range in the header.
+    range_index: usize,
+    /// Position of the format in [`OutputFormat::ALL`].
+    format_index: usize,
+}
+
+impl Preference {
+    fn is_better_than(&self, other: &Preference) -> bool {
+        let key = |p: &Preference| (p.specificity, std::cmp::Reverse(p.range_index), std::cmp::Reverse(p.format_index));
+        match self.quality.total_cmp(&other.quality) {
+            std::cmp::Ordering::Equal => key(self) > key(other),
+            ordering => ordering.is_gt(),
+        }
+    }
+}
+
+/// Renders documents as CSV: a header row with every field name in order of first
+/// appearance, then one row per document, each row ending in `\n`.
+///
+/// Cells follow the reference's CSV writer (csv-stringify): a missing field or `null` is
+/// empty, `true` is `1` and `false` is empty, numbers use JavaScript's format, and objects and
+/// arrays are JSON text. A cell that contains `,`, `"`, CR or LF is quoted, with inner
+/// quotes doubled (RFC 4180). No documents give empty output.
+pub fn render_csv(docs: &[Map<String, Value>]) -> String {
+    let mut columns: Vec<&str> = Vec::new();
+    for doc in docs {
+        for name in doc.keys() {
+            if !columns.contains(&name.as_str()) {
+                columns.push(name);
+            }
+        }
+    }
+    if columns.is_empty() {
+        return String::new();
+    }
+
+    let mut output = String::new();
+    push_csv_row(&mut output, columns.iter().map(|name| name.to_string()));
+    for doc in docs {
+        push_csv_row(
+            &mut output,
+            columns.iter().map(|name| csv_cell(doc.get(*name))),
+        );
+    }
+    output
+}
+
+fn push_csv_row(output: &mut String, cells: impl Iterator<Item = String>) {
+    for (index, cell) in cells.enumerate() {
+        if index > 0 {
+            output.push(',');
+        }
+        if cell.contains([',', '"', '\r', '\n']) {
+            output.push('"');
+            output.push_str(&cell.replace('"', "\"\""));
+            output.push('"');
+        } else {
+            output.push_str(&cell);
+        }
+    }
+    output.push('\n');
+}
+
+fn csv_cell(value: Option<&Value>) -> String {
+    match value {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => String::new(),
+        Some(Value::Bool(true)) => "1".to_string(),
+        Some(Value::Number(number)) => format_js_number(number),
+        Some(Value::String(text)) => text.clone(),
+        Some(nested) => nested.to_string(),
+    }
+}
+
+/// Renders one document as XML: the declaration, then an `<item>` element with one child
+/// element per field. See [`render_xml_items`] for how values and names are written.
+pub fn render_xml_item(doc: &Map<String, Value>) -> String {
+    let mut output = format!("{XML_DECLARATION}\n");
+    push_xml_object(&mut output, "item", doc, 0);
+    output
+}
+
+/// Renders documents as XML: the declaration, then an `<items>` element that holds one
+/// `<item>` per document, each with one child element per field.
+///
+/// Text, numbers (in JavaScript's format) and booleans become element text, with `&`, `<`,
+/// `>` escaped and CR written as `&#13;`. Characters that XML 1.0 forbids become U+FFFD.
+/// `null` and empty objects or arrays give an empty element. An object nests its fields as
+/// child elements, and an array holds one `<item>` element per entry.
+///
+/// A field name that is not a valid XML name is rewritten: each character not allowed
+/// in a name (`:` included, to keep the output free of namespace prefixes) becomes `_`, and
+/// a name that starts with a digit, `-` or `.`, or is empty, gets a leading `_`. So
+/// `2nd value` is written as `<_2nd_value>`.
+pub fn render_xml_items(docs: &[Map<String, Value>]) -> String {
+    let mut output = format!("{XML_DECLARATION}\n");
+    if docs.is_empty() {
+        output.push_str("<items/>\n");
+        return output;
+    }
+    output.push_str("<items>\n");
+    for doc in docs {
+        push_xml_object(&mut output, "item", doc, 1);
+    }
+    output.push_str("</items>\n");
+    output
+}
+
+fn push_xml_object(output: &mut String, name: &str, fields: &Map<String, Value>, depth: usize) {
+    if fields.is_empty() {
+        push_xml_line(output, depth, &format!("<{name}/>"));
+        return;
+    }
+    push_xml_line(output, depth, &format!("<{name}>"));
+    for (field, value) in fields {
+        push_xml_value(output, &xml_name(field), value, depth + 1);
+    }
+    push_xml_line(output, depth, &format!("</{name}>"));
+}
+
+fn push_xml_value(output: &mut String, name: &str, value: &Value, depth: usize) {
+    let text = match value {
+        Value::Object(fields) => return push_xml_object(output, name, fields, depth),
+        Value::Array(items) if items.is_empty() => String::new(),
+        Value::Array(items) => {
+            push_xml_line(output, depth, &format!("<{name}>"));
+            for item in items {
+                push_xml_value(output, "item", item, depth + 1);
+            }
+            push_xml_line(output, depth, &format!("</{name}>"));
+            return;
+        }
+        Value::Null => String::new(),
+        Value::Bool(flag) => flag.to_string(),
+        Value::Number(number) => format_js_number(number),
+        Value::String(text) => escape_xml_text(text),
+    };
+    if text.is_empty() && !value.is_string() {
+        push_xml_line(output, depth, &format!("<{name}/>"));
+    } else {
+        push_xml_line(output, depth, &format!("<{name}>{text}</{name}>"));
+    }
+}
+
+fn push_xml_line(output: &mut String, depth: usize, line: &str) {
+    for _ in 0..depth {
+        output.push_str(XML_INDENT);
+    }
+    output.push_str(line);
+    output.push('\n');
+}
+
+fn escape_xml_text(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            // A literal CR would be read back as LF.
+            '\r' => escaped.push_str("&#13;"),
+            c if is_xml_char(c) => escaped.push(c),
+            _ => escaped.push('\u{fffd}'),
+        }
+    }
+    escaped
+}
+
+/// Rewrites a field name into a valid XML element name (see [`render_xml_items`]).
+fn xml_name(field: &str) -> String {
+    let mut name: String = field
+        .chars()
+        .map(|c| if is_xml_name_char(c) { c } else { '_' })
+        .collect();
+    if !name.starts_with(is_xml_name_start_char) {
+        name.insert(0, '_');
+    }
+    name
+}
+
+/// Tells whether XML 1.0 allows the character in a document (production `Char`).
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
+}
+
+/// Tells whether the character may start an XML 1.0 name (production `NameStartChar`,
+/// without `:`).
+fn is_xml_name_start_char(c: char) -> bool {
+    matches!(c,
+        'A'..='Z' | '_' | 'a'..='z'
+        | '\u{c0}'..='\u{d6}' | '\u{d8}'..='\u{f6}' | '\u{f8}'..='\u{2ff}'
+        | '\u{370}'..='\u{37d}' | '\u{37f}'..='\u{1fff}' | '\u{200c}'..='\u{200d}'
+        | '\u{2070}'..='\u{218f}' | '\u{2c00}'..='\u{2fef}' | '\u{3001}'..='\u{d7ff}'
+        | '\u{f900}'..='\u{fdcf}' | '\u{fdf0}'..='\u{fffd}' | '\u{10000}'..='\u{effff}')
+}
+
+/// Tells whether the character may appear in an XML 1.0 name after the first (production
+/// `NameChar`, without `:`).
+fn is_xml_name_char(c: char) -> bool {
+    is_xml_name_start_char(c)
+        || matches!(c, '-' | '.' | '0'..='9' | '\u{b7}' | '\u{300}'..='\u{36f}' | '\u{203f}'..='\u{2040}')
+}

@@ -1,0 +1,560 @@
+//! The APIv3 search query: its model, its parsing from URL query pairs, and an in-memory
+//! evaluator (filter matching, sort order, field projection) that follows MongoDB, whose
+//! semantics the reference server exposes.
+
+use std::cell::RefCell;
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde_json::{Map, Number, Value};
+
+use crate::date::{iso_utc, parse_date};
+use crate::error::ApiError;
+use crate::js::{is_blank, number_value, parse_js_number_text};
+
+/// Query parameters that control the search instead of filtering.
+pub const RESERVED_PARAMETERS: &[&str] =
+    &["token", "sort", "sort$desc", "limit", "skip", "fields", "now"];
+
+/// Fields whose filter values are read as dates and compared as epoch milliseconds.
+const EPOCH_DATE_FIELDS: &[&str] = &["date", "srvModified", "srvCreated"];
+
+/// Fields that break ties after the sort field, in this order.
+const TIE_BREAK_FIELDS: &[&str] = &["identifier", "created_at", "date"];
+
+/// `field$operator`, split as the reference splits it: the field is everything before the
+/// last `$` that is followed by letters, and anything after those letters is ignored.
+static OPERATOR_SUFFIX: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(.*)\$([a-zA-Z]+)").expect("operator pattern is valid"));
+
+/// Max compiled patterns kept per thread by [`compile_pattern`].
+const PATTERN_CACHE_SIZE: usize = 64;
+
+thread_local! {
+    static PATTERN_CACHE: RefCell<HashMap<String, Regex>> = RefCell::new(HashMap::new());
+}
+
+/// A comparison operator of a search filter, written `field$op` in the URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FilterOp {
+    /// `eq` (also a bare `field=value`): equal.
+    Eq,
+    /// `ne`: not equal; also matches documents without the field.
+    Ne,
+    /// `gt`: greater than.
+    Gt,
+    /// `gte`: greater than or equal.
+    Gte,
+    /// `lt`: less than.
+    Lt,
+    /// `lte`: less than or equal.
+    Lte,
+    /// `in`: equal to one of the `|`-separated values.
+    In,
+    /// `nin`: equal to none of the `|`-separated values; also matches documents without the field.
+    Nin,
+    /// `re`: the field is text that the regular expression matches somewhere.
+    Re,
+}
+
+impl FilterOp {
+    /// Parses an operator name as written after `$`; names are case-sensitive.
+    pub fn parse(name: &str) -> Option<FilterOp> {
+        let op = match name {
+            "eq" => FilterOp::Eq,
+            "ne" => FilterOp::Ne,
+            "gt" => FilterOp::Gt,
+            "gte" => FilterOp::Gte,
+            "lt" => FilterOp::Lt,
+            "lte" => FilterOp::Lte,
+            "in" => FilterOp::In,
+            "nin" => FilterOp::Nin,
+            "re" => FilterOp::Re,
+            _ => return None,
+        };
+        Some(op)
+    }
+
+    /// Returns the operator name as written after `$`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FilterOp::Eq => "eq",
+            FilterOp::Ne => "ne",
+            FilterOp::Gt => "gt",
+            FilterOp::Gte => "gte",
+            FilterOp::Lt => "lt",
+            FilterOp::Lte => "lte",
+            FilterOp::In => "in",
+            FilterOp::Nin => "nin",
+            FilterOp::Re => "re",
+        }
+    }
+}
+
+/// The operand of a search filter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FilterValue {
+    /// One value, for `eq`, `ne`, `gt`, `gte`, `lt` and `lte`.
+    Single(Value),
+    /// Values to compare with, for `in` and `nin`.
+    List(Vec<Value>),
+    /// Regular expression in the syntax of the `regex` crate, for `re`.
+    Pattern(String),
+}
+
+/// One condition of a search; all filters of a query must match.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    /// Field path, with `.` between the names of nested fields.
+    pub field: String,
+    /// Comparison operator.
+    pub op: FilterOp,
+    /// Operand, converted from URL text.
+    pub value: FilterValue,
+}
+
+/// The sort order that a search requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortSpec {
+    /// Field path to sort by.
+    pub field: String,
+    /// Sort direction: true for `sort$desc`, false for `sort`.
+    pub descending: bool,
+}
+
+/// A parsed search request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchQuery {
+    /// Conditions that every returned document meets.
+    pub filters: Vec<Filter>,
+    /// Requested order; `None` sorts by the tie-break fields ascending.
+    pub sort: Option<SortSpec>,
+    /// Max number of documents to return, at least 1.
+    pub limit: u32,
+    /// Number of matching documents to skip before the first returned one.
+    pub skip: u64,
+    /// Top-level fields to return; `None` returns all fields.
+    pub fields: Option<Vec<String>>,
+}
+
+/// Parses one search parameter, `field=value` or `field$op=value`, into a filter.
+///
+/// Values convert as in the reference: numeric text becomes a number, `true` and `false`
+/// become booleans, and text in single quotes is kept as text without the quotes. For
+/// `date`, `srvModified` and `srvCreated`, a value in any date form becomes epoch
+/// milliseconds, and for `created_at` it becomes ISO text in UTC. A value that does not
+/// parse as a date stays as converted before.
+///
+/// `in` and `nin` split the value on `|` and convert each item the same way, unless the
+/// whole value is in single quotes: then the items stay text. `re` keeps the text, without
+/// surrounding single quotes, as a pattern.
+///
+/// Returns 400 `Unsupported filter operator <op>` for an unknown operator, and 400
+/// `Invalid regular expression in parameter <name>` for a pattern that the `regex` crate
+/// rejects. The reference passes patterns to MongoDB, which answers such a pattern with a
+/// server error.
+pub fn parse_filter(key: &str, raw: &str) -> Result<Filter, ApiError> {
+    let (field, op) = match OPERATOR_SUFFIX.captures(key) {
+        Some(captures) => {
+            let name = &captures[2];
+            let op = FilterOp::parse(name).ok_or_else(|| ApiError::unsupported_operator(name))?;
+            (captures[1].to_string(), op)
+        }
+        None => (key.to_string(), FilterOp::Eq),
+    };
+
+    let value = match op {
+        FilterOp::In | FilterOp::Nin => FilterValue::List(convert_list(&field, raw)),
+        FilterOp::Re => {
+            let pattern = unquote(raw).unwrap_or(raw);
+            compile_pattern(pattern).map_err(|_| ApiError::invalid_pattern(key))?;
+            FilterValue::Pattern(pattern.to_string())
+        }
+        _ => FilterValue::Single(convert_value(&field, raw)),
+    };
+    Ok(Filter { field, op, value })
+}
+
+/// Parses the query pairs of a search request (URL-decoded, in order).
+///
+/// Pairs named in [`RESERVED_PARAMETERS`] control the search; every other pair is a filter
+/// (see [`parse_filter`]). A reserved parameter given twice takes its last value, and an
+/// empty value counts as absent.
+///
+/// - `sort=f` sorts ascending and `sort$desc=f` descending. Both together give 400
+///   `Parameters sort and sort_desc cannot be combined`.
+/// - `limit` defaults to `max_limit`. A value that is not a number in 1..=`max_limit` gives
+///   400 `Parameter limit out of tolerance`. A fraction is cut off, and a value that is cut to
+///   0 is rejected.
+/// - `skip` defaults to 0. A value that is not a finite number at least 0 gives 400
+///   `Parameter skip out of tolerance`. A fraction is cut off.
+/// - `fields=a,b` keeps the listed fields, trimmed. `fields=_all` keeps all.
+///
+/// Errors are checked in the reference's order: filters, sort, limit, skip.
+pub fn parse_search(params: &[(String, String)], max_limit: u32) -> Result<SearchQuery, ApiError> {
+    let mut filters = Vec::new();
+    let mut reserved: HashMap<&str, &str> = HashMap::new();
+    for (key, value) in params {
+        if RESERVED_PARAMETERS.contains(&key.as_str()) {
+            reserved.insert(key.as_str(), value.as_str());
+        } else {
+            filters.push(parse_filter(key, value)?);
+        }
+    }
+    let reserved_value = |name: &str| reserved.get(name).copied().filter(|v| !v.is_empty());
+
+    let sort = parse_sort(reserved_value("sort"), reserved_value("sort$desc"))?;
+    let limit = parse_limit(reserved_value("limit"), max_limit)?;
+    let skip = parse_skip(reserved_value("skip"))?;
+    let fields = parse_fields(reserved_value("fields"));
+    Ok(SearchQuery {
+        filters,
+        sort,
+        limit,
+        skip,
+        fields,
+    })
+}
+
+impl Filter {
+    /// Tells whether a document matches this filter, with MongoDB's semantics.
+    ///
+    /// The field path descends into objects, and into every object of an array on the way
+    /// (a numeric part also selects an array element). When the value found is an array,
+    /// the filter matches the array itself or any of its elements. Comparisons only match
+    /// values of the same type (numbers with numbers, text with text), `ne` and `nin` also
+    /// match documents without the field, and `re` matches text only.
+    pub fn matches(&self, doc: &Value) -> bool {
+        let found = resolve_path(doc, &self.field);
+        let candidates = expand_arrays(&found);
+        let missing = found.is_empty();
+
+        match (self.op, &self.value) {
+            (FilterOp::Eq, FilterValue::Single(value)) => equals_any(&candidates, value, missing),
+            (FilterOp::Ne, FilterValue::Single(value)) => !equals_any(&candidates, value, missing),
+            (FilterOp::In, FilterValue::List(values)) => values
+                .iter()
+                .any(|value| equals_any(&candidates, value, missing)),
+            (FilterOp::Nin, FilterValue::List(values)) => !values
+                .iter()
+                .any(|value| equals_any(&candidates, value, missing)),
+            (FilterOp::Re, FilterValue::Pattern(pattern)) => matches_pattern(&candidates, pattern),
+            (op @ (FilterOp::Gt | FilterOp::Gte | FilterOp::Lt | FilterOp::Lte), FilterValue::Single(value)) => {
+                candidates.iter().any(|candidate| {
+                    same_type(candidate, value)
+                        && comparison_holds(op, compare_values(candidate, value))
+                })
+            }
+            // parse_filter never pairs an operator with another kind of operand.
+            _ => false,
+        }
+    }
+}
+
+/// Orders two documents for a search result: by the sort field, then by `identifier`,
+/// `created_at` and `date`, all in the sort's direction. Without a sort, those three
+/// fields order ascending.
+///
+/// Values follow MongoDB's order across types: missing and null, then numbers, text,
+/// objects, arrays, booleans. Arrays compare element by element, which differs from MongoDB,
+/// where an array sorts by its smallest (ascending) or largest (descending) element.
+pub fn compare_documents(a: &Value, b: &Value, sort: Option<&SortSpec>) -> Ordering {
+    let descending = sort.is_some_and(|sort| sort.descending);
+    let fields = sort
+        .map(|sort| sort.field.as_str())
+        .into_iter()
+        .chain(TIE_BREAK_FIELDS.iter().copied());
+
+    for field in fields {
+        let ordering = compare_values(sort_key(a, field), sort_key(b, field));
+        let ordering = if descending { ordering.reverse() } else { ordering };
+        if ordering != Ordering::Equal {
+            return ordering;
+        }
+    }
+    Ordering::Equal
+}
+
+/// Keeps only the listed top-level fields of a document, in the document's order, or
+/// copies it whole when `fields` is `None`. A dotted name matches a top-level field
+/// of that exact name, as in the reference.
+pub fn project(doc: &Map<String, Value>, fields: Option<&[String]>) -> Map<String, Value> {
+    let Some(fields) = fields else {
+        return doc.clone();
+    };
+    doc.iter()
+        .filter(|(name, _)| fields.iter().any(|field| field == *name))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
+/// Compares two JSON values in a total order modelled on MongoDB's: null, then numbers
+/// (by value, so 5 equals 5.0), text (by UTF-8 bytes), objects (field by field, name then
+/// value), arrays (element by element), booleans (false first).
+pub fn compare_values(a: &Value, b: &Value) -> Ordering {
+    let by_type = type_rank(a).cmp(&type_rank(b));
+    if by_type != Ordering::Equal {
+        return by_type;
+    }
+
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => compare_numbers(x, y),
+        (Value::String(x), Value::String(y)) => x.cmp(y),
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        (Value::Array(x), Value::Array(y)) => compare_sequences(x.iter(), y.iter()),
+        (Value::Object(x), Value::Object(y)) => {
+            for ((name_x, value_x), (name_y, value_y)) in x.iter().zip(y.iter()) {
+                let ordering = name_x
+                    .cmp(name_y)
+                    .then_with(|| compare_values(value_x, value_y));
+                if ordering != Ordering::Equal {
+                    return ordering;
+                }
+            }
+            x.len().cmp(&y.len())
+        }
+        _ => Ordering::Equal,
+    }
+}
+
+fn compare_sequences<'a>(
+    x: impl ExactSizeIterator<Item = &'a Value>,
+    y: impl ExactSizeIterator<Item = &'a Value>,
+) -> Ordering {
+    let lengths = x.len().cmp(&y.len());
+    for (item_x, item_y) in x.zip(y) {
+        let ordering = compare_values(item_x, item_y);
+        if ordering != Ordering::Equal {
+            return ordering;
+        }
+    }
+    lengths
+}
+
+fn type_rank(value: &Value) -> u8 {
+    match value {
+        Value::Null => 0,
+        Value::Number(_) => 1,
+        Value::String(_) => 2,
+        Value::Object(_) => 3,
+        Value::Array(_) => 4,
+        Value::Bool(_) => 5,
+    }
+}
+
+fn same_type(a: &Value, b: &Value) -> bool {
+    type_rank(a) == type_rank(b)
+}
+
+fn compare_numbers(x: &Number, y: &Number) -> Ordering {
+    if let (Some(x), Some(y)) = (x.as_i64(), y.as_i64()) {
+        return x.cmp(&y);
+    }
+    if let (Some(x), Some(y)) = (x.as_u64(), y.as_u64()) {
+        return x.cmp(&y);
+    }
+    let (x, y) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
+    x.partial_cmp(&y).unwrap_or(Ordering::Equal)
+}
+
+fn comparison_holds(op: FilterOp, ordering: Ordering) -> bool {
+    match op {
+        FilterOp::Gt => ordering == Ordering::Greater,
+        FilterOp::Gte => ordering != Ordering::Less,
+        FilterOp::Lt => ordering == Ordering::Less,
+        FilterOp::Lte => ordering != Ordering::Greater,
+        _ => false,
+    }
+}
+
+/// Tells whether any candidate equals `value`; a null `value` also matches a missing field.
+fn equals_any(candidates: &[&Value], value: &Value, missing: bool) -> bool {
+    if value.is_null() && missing {
+        return true;
+    }
+    candidates
+        .iter()
+        .any(|candidate| compare_values(candidate, value) == Ordering::Equal)
+}
+
+fn matches_pattern(candidates: &[&Value], pattern: &str) -> bool {
+    let Ok(regex) = compile_pattern(pattern) else {
+        return false;
+    };
+    candidates
+        .iter()
+        .any(|candidate| candidate.as_str().is_some_and(|text| regex.is_match(text)))
+}
+
+/// Compiles a pattern, reusing a per-thread cache because [`Filter::matches`] runs once per
+/// document.
+///
+/// NOTE: MongoDB uses PCRE, and the `regex` crate has no look-around or backreferences, so
+/// patterns with those are rejected here although the reference accepts them.
+fn compile_pattern(pattern: &str) -> Result<Regex, regex::Error> {
+    PATTERN_CACHE.with(|cache| {
+        if let Some(regex) = cache.borrow().get(pattern) {
+            return Ok(regex.clone());
+        }
+        let regex = Regex::new(pattern)?;
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= PATTERN_CACHE_SIZE {
+            cache.clear();
+        }
+        cache.insert(pattern.to_string(), regex.clone());
+        Ok(regex)
+    })
+}
+
+/// Collects the values at a dotted path, descending into arrays as MongoDB does.
+fn resolve_path<'a>(doc: &'a Value, path: &str) -> Vec<&'a Value> {
+    let parts: Vec<&str> = path.split('.').collect();
+    let mut found = Vec::new();
+    collect_path(doc, &parts, &mut found);
+    found
+}
+
+fn collect_path<'a>(value: &'a Value, parts: &[&str], found: &mut Vec<&'a Value>) {
+    let Some((first, rest)) = parts.split_first() else {
+        found.push(value);
+        return;
+    };
+    match value {
+        Value::Object(map) => {
+            if let Some(child) = map.get(*first) {
+                collect_path(child, rest, found);
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item) = first.parse::<usize>().ok().and_then(|i| items.get(i)) {
+                collect_path(item, rest, found);
+            }
+            for item in items.iter().filter(|item| item.is_object()) {
+                collect_path(item, parts, found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Adds the elements of every array among `found` to the candidates, after the array itself.
+fn expand_arrays<'a>(found: &[&'a Value]) -> Vec<&'a Value> {
+    let mut candidates = Vec::with_capacity(found.len());
+    for value in found {
+        candidates.push(*value);
+        if let Value::Array(items) = value {
+            candidates.extend(items.iter());
+        }
+    }
+    candidates
+}
+
+/// Returns the first value at a dotted path, or null when there is none.
+fn sort_key<'a>(doc: &'a Value, field: &str) -> &'a Value {
+    resolve_path(doc, field)
+        .into_iter()
+        .next()
+        .unwrap_or(&Value::Null)
+}
+
+/// Strips surrounding single quotes; a lone `'` becomes empty text, as in the reference.
+fn unquote(raw: &str) -> Option<&str> {
+    if raw == "'" {
+        return Some("");
+    }
+    raw.strip_prefix('\'')?.strip_suffix('\'')
+}
+
+fn convert_list(field: &str, raw: &str) -> Vec<Value> {
+    if let Some(text) = unquote(raw) {
+        return text.split('|').map(Value::from).collect();
+    }
+    raw.split('|').map(|item| convert_value(field, item)).collect()
+}
+
+/// Converts one URL value of a filter on `field` (see [`parse_filter`]).
+fn convert_value(field: &str, raw: &str) -> Value {
+    let value = if let Some(number) = numeric_text(raw) {
+        number_value(number)
+    } else if raw == "true" {
+        Value::Bool(true)
+    } else if raw == "false" {
+        Value::Bool(false)
+    } else {
+        Value::from(unquote(raw).unwrap_or(raw))
+    };
+
+    if EPOCH_DATE_FIELDS.contains(&field) {
+        if let Some(parsed) = parse_date(&value) {
+            return Value::from(parsed.epoch_ms);
+        }
+    } else if field == "created_at"
+        && let Some(parsed) = parse_date(&value)
+    {
+        return Value::from(iso_utc(parsed.epoch_ms));
+    }
+    value
+}
+
+/// Reads decimal numeric text (surrounding whitespace allowed) as a finite number.
+fn numeric_text(raw: &str) -> Option<f64> {
+    if is_blank(raw) {
+        return None;
+    }
+    Some(parse_js_number_text(raw)).filter(|number| number.is_finite())
+}
+
+fn parse_sort(ascending: Option<&str>, descending: Option<&str>) -> Result<Option<SortSpec>, ApiError> {
+    match (ascending, descending) {
+        (Some(_), Some(_)) => Err(ApiError::sort_conflict()),
+        (_, Some(field)) => Ok(Some(SortSpec {
+            field: field.to_string(),
+            descending: true,
+        })),
+        (Some(field), None) => Ok(Some(SortSpec {
+            field: field.to_string(),
+            descending: false,
+        })),
+        (None, None) => Ok(None),
+    }
+}
+
+fn parse_limit(text: Option<&str>, max_limit: u32) -> Result<u32, ApiError> {
+    let Some(text) = text else {
+        return Ok(max_limit);
+    };
+    let number = parse_js_number_text(text).trunc();
+    if number >= 1.0 && number <= f64::from(max_limit) {
+        Ok(number as u32)
+    } else {
+        Err(ApiError::bad_limit())
+    }
+}
+
+fn parse_skip(text: Option<&str>) -> Result<u64, ApiError> {
+    let Some(text) = text else {
+        return Ok(0);
+    };
+    let number = parse_js_number_text(text);
+    if number.is_finite() && number >= 0.0 {
+        // `as` saturates at u64::MAX, which skips everything, as such a skip would.
+        Ok(number.trunc() as u64)
+    } else {
+        Err(ApiError::bad_skip())
+    }
+}
+
+fn parse_fields(text: Option<&str>) -> Option<Vec<String>> {
+    match text {
+        None | Some("_all") => None,
+        Some(list) => Some(
+            list.split(',')
+                .map(str::trim)
+                .filter(|name| !name.is_empty())
+                .map(str::to_string)
+                .collect(),
+        ),
+    }
+}

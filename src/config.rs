@@ -1,0 +1,71 @@
+//! Settings shared by core and edge, read from flags and the environment variables
+//! that Nightscout users know.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Settings of the core process.
+#[derive(Debug, Clone, Args)]
+pub struct CoreConfig {
+    /// Address of the gRPC listener; port 0 picks a free port.
+    #[arg(long, env = "NIGHTJAR_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// Directory of the embedded store and the generated API_SECRET.
+    #[arg(long, env = "NIGHTJAR_DATA_DIR", default_value = "./nightjar-data")]
+    pub data_dir: PathBuf,
+
+    /// Roles whose permissions every authenticated subject also gets (comma-separated).
+    #[arg(long, env = "AUTH_DEFAULT_ROLES", default_value = "readable", value_delimiter = ',')]
+    pub auth_default_roles: Vec<String>,
+
+    /// Delay added per failed authentication from one IP, in milliseconds; 0 turns it off.
+    #[arg(long, env = "AUTH_FAIL_DELAY", default_value_t = 5000)]
+    pub auth_fail_delay: u64,
+
+    /// Largest `limit` a search or history request may ask for.
+    #[arg(long, env = "API3_MAX_LIMIT", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub api3_max_limit: u32,
+
+    /// Whether APIv3 checks credentials and permissions (false is for development only).
+    #[arg(long, env = "API3_SECURITY_ENABLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub api3_security_enable: bool,
+
+    /// Whether create deduplicates by fallback fields for documents without identifier.
+    #[arg(long, env = "API3_DEDUP_FALLBACK_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub api3_dedup_fallback_enabled: bool,
+
+    /// Whether create and update take the date from `created_at` when `date` is missing.
+    #[arg(long, env = "API3_CREATED_AT_FALLBACK_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub api3_created_at_fallback_enabled: bool,
+
+    /// Lifetime of JWTs issued by `/api/v2/authorization/request`, in seconds.
+    #[arg(long, env = "NIGHTJAR_JWT_LIFETIME", default_value_t = 8 * 3600)]
+    pub jwt_lifetime: u64,
+}
+
+/// Settings of the edge process.
+#[derive(Debug, Clone, Args)]
+pub struct EdgeConfig {
+    /// Port of the HTTP and Socket.IO listener; 0 picks a free port.
+    #[arg(long, env = "PORT", default_value_t = 1337)]
+    pub port: u16,
+
+    /// Host or address of the HTTP and Socket.IO listener.
+    #[arg(long, env = "HOSTNAME", default_value = "127.0.0.1")]
+    pub hostname: String,
+
+    /// Largest request body the edge accepts, in bytes.
+    #[arg(long, env = "NIGHTJAR_MAX_BODY_BYTES", default_value_t = 50 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+/// Where a client of core (the edge, the CLI) finds it.
+#[derive(Debug, Clone, Args)]
+pub struct CoreClientConfig {
+    /// URL of the core's gRPC listener.
+    #[arg(long, env = "NIGHTJAR_CORE_URL", default_value = "http://127.0.0.1:50051")]
+    pub core_url: String,
+}

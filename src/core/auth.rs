@@ -1,0 +1,203 @@
+//! Authentication and permission checks of core: credentials from gRPC metadata
+//! resolved against the subjects and roles in the store.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use nightjar_apiv3::{ApiError, Collection};
+use nightjar_auth::{ApiSecret, Directory, FailDelay, JwtKeys, Principal, Role, Subject};
+use nightjar_store::{AuthTable, SqliteStore};
+use tonic::metadata::MetadataMap;
+use tracing::{info, warn};
+
+/// The CRUD actions of APIv3 permissions, with their letters in `Status`.
+pub const ACTIONS: [(&str, char); 4] = [("create", 'c'), ("read", 'r'), ("update", 'u'), ("delete", 'd')];
+
+/// Resolves credentials and holds what checking them needs.
+pub struct Authenticator {
+    /// The server's API_SECRET.
+    pub secret: ApiSecret,
+    /// Key for issuing and checking JWTs.
+    pub jwt: JwtKeys,
+    /// Subjects and roles as last loaded from the store.
+    directory: RwLock<Arc<Directory>>,
+    /// Roles whose permissions every authenticated subject gets.
+    default_roles: Vec<String>,
+    /// Per-IP delay after failed authentication.
+    fail_delay: FailDelay,
+    /// False turns every check off (development only).
+    security_enabled: bool,
+    /// Where subjects and roles live.
+    store: SqliteStore,
+}
+
+impl Authenticator {
+    /// Builds an authenticator and loads the directory from the store.
+    pub async fn new(
+        secret: ApiSecret,
+        store: SqliteStore,
+        default_roles: Vec<String>,
+        fail_delay_ms: u64,
+        security_enabled: bool,
+    ) -> Result<Authenticator, String> {
+        let authenticator = Authenticator {
+            jwt: JwtKeys::new(&secret),
+            secret,
+            directory: RwLock::new(Arc::new(Directory::default())),
+            default_roles,
+            fail_delay: FailDelay::new(Duration::from_millis(fail_delay_ms)),
+            security_enabled,
+            store,
+        };
+        authenticator.reload().await.map_err(|err| format!("cannot load subjects and roles: {err}"))?;
+        Ok(authenticator)
+    }
+
+    /// Rereads subjects and roles; later requests and subscriptions see the change.
+    pub async fn reload(&self) -> Result<(), nightjar_store::StoreError> {
+        let subjects: Vec<Subject> = self
+            .store
+            .list_auth(AuthTable::Subjects)
+            .await?
+            .into_iter()
+            .filter_map(|value| serde_json::from_value(value).ok())
+            .collect();
+        let roles: Vec<Role> = self
+            .store
+            .list_auth(AuthTable::Roles)
+            .await?
+            .into_iter()
+            .filter_map(|value| serde_json::from_value(value).ok())
+            .collect();
+        info!(subjects = subjects.len(), roles = roles.len(), "authorization directory loaded");
+        *self.directory.write().unwrap() = Arc::new(Directory::new(subjects, roles));
+        Ok(())
+    }
+
+    /// Returns the current directory.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.directory.read().unwrap().clone()
+    }
+
+    /// Returns whether security checks are on.
+    pub fn security_enabled(&self) -> bool {
+        self.security_enabled
+    }
+
+    /// Resolves the caller of a data call: `authorization: Bearer <JWT or access
+    /// token>`, or `api-secret`. Failures are delayed per client IP.
+    pub async fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, ApiError> {
+        if !self.security_enabled {
+            return Ok(Directory::admin_principal());
+        }
+        let ip = client_ip(metadata);
+        self.wait_after_failures(&ip).await;
+
+        if let Some(header) = text(metadata, "api-secret") {
+            return if self.secret.matches_header(header) {
+                Ok(Directory::admin_principal())
+            } else {
+                self.fail(&ip, "api-secret header does not match");
+                Err(ApiError::bad_credential())
+            };
+        }
+
+        let Some(credential) = bearer(metadata) else {
+            return Err(ApiError::missing_credential());
+        };
+        match self.resolve_credential(credential) {
+            Some(principal) => {
+                self.fail_delay.record_success(&ip);
+                Ok(principal)
+            }
+            None => {
+                self.fail(&ip, "unknown or expired access token or JWT");
+                Err(ApiError::bad_credential())
+            }
+        }
+    }
+
+    /// Resolves a subject's access token only (the Socket.IO `subscribe` credential).
+    pub async fn authenticate_access_token(&self, token: &str, metadata: &MetadataMap) -> Option<Principal> {
+        let ip = client_ip(metadata);
+        self.wait_after_failures(&ip).await;
+        let principal = self
+            .directory()
+            .principal_for_access_token(&self.secret, token, &self.default_roles);
+        if principal.is_none() {
+            self.fail(&ip, "unknown access token");
+        }
+        principal
+    }
+
+    /// Checks the admin credential of admin calls: `api-secret`, or a bearer
+    /// credential holding `permission`.
+    pub async fn authenticate_admin(&self, metadata: &MetadataMap, permission: &str) -> Result<Principal, ApiError> {
+        let principal = self.authenticate(metadata).await?;
+        require(&principal, permission)?;
+        Ok(principal)
+    }
+
+    fn resolve_credential(&self, credential: &str) -> Option<Principal> {
+        let directory = self.directory();
+        let access_token = if credential.split('.').count() == 3 {
+            self.jwt.verify(credential).ok()?.access_token
+        } else {
+            credential.to_string()
+        };
+        directory.principal_for_access_token(&self.secret, &access_token, &self.default_roles)
+    }
+
+    async fn wait_after_failures(&self, ip: &str) {
+        let delay = self.fail_delay.delay_for(ip);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn fail(&self, ip: &str, reason: &str) {
+        warn!(peer = ip, reason, "authentication failed");
+        self.fail_delay.record_failure(ip);
+    }
+}
+
+/// Fails with 403 `Missing permission <permission>` unless the principal holds it.
+pub fn require(principal: &Principal, permission: &str) -> Result<(), ApiError> {
+    if principal.can(permission) {
+        Ok(())
+    } else {
+        Err(ApiError::missing_permission(permission))
+    }
+}
+
+/// Returns the permission that reading `collection` needs.
+pub fn read_permission(collection: Collection) -> String {
+    match collection {
+        Collection::Settings => "api:settings:admin".to_string(),
+        other => format!("api:{other}:read"),
+    }
+}
+
+/// Returns the permission of `action` on `collection`.
+pub fn permission(collection: Collection, action: &str) -> String {
+    format!("api:{collection}:{action}")
+}
+
+fn text<'a>(metadata: &'a MetadataMap, key: &str) -> Option<&'a str> {
+    metadata.get(key).and_then(|value| value.to_str().ok()).filter(|v| !v.is_empty())
+}
+
+fn bearer(metadata: &MetadataMap) -> Option<&str> {
+    let header = text(metadata, "authorization")?;
+    let (scheme, credential) = header.split_once(' ')?;
+    let credential = credential.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)
+}
+
+/// Returns the end client's IP as the edge forwarded it, else `unknown`.
+pub fn client_ip(metadata: &MetadataMap) -> String {
+    text(metadata, "x-forwarded-for")
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| "unknown".to_string())
+}

@@ -1,0 +1,169 @@
+//! The core process: a tonic server that owns every APIv3 rule, authorization and
+//! the change feed, on top of the embedded store.
+
+mod admin;
+pub mod auth;
+pub mod documents;
+mod grpc;
+mod watch;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use nightjar_auth::{ApiSecret, Subject};
+use nightjar_store::{AuthTable, SqliteStore};
+use tokio::net::TcpListener;
+use tokio::sync::watch as signal;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{info, warn};
+
+use crate::config::CoreConfig;
+use crate::proto::admin_server::AdminServer;
+use crate::proto::storage_server::StorageServer;
+use auth::Authenticator;
+use documents::{Documents, Rules};
+
+/// Nightscout release whose API this reproduces; clients compare it with minimum versions.
+pub const NIGHTSCOUT_VERSION: &str = "15.0.7";
+
+/// APIv3 version reported by `version` and `status`.
+pub const API_VERSION: &str = "3.0.3-alpha";
+
+/// Shared state of every core service.
+pub struct Core {
+    /// APIv3 operations over the store.
+    pub documents: Documents,
+    /// Credential and permission checks.
+    pub auth: Authenticator,
+    /// Lifetime of issued JWTs.
+    pub jwt_lifetime: std::time::Duration,
+    /// Flips to true when the process starts shutting down; streams end on it.
+    pub shutdown: signal::Receiver<bool>,
+}
+
+impl Core {
+    /// Returns the store.
+    pub fn store(&self) -> &SqliteStore {
+        &self.documents.store
+    }
+
+    /// Creates the subject `admin` with the `admin` role and returns its access token.
+    pub async fn create_first_admin(&self) -> Result<String, String> {
+        let subject = Subject {
+            id: nightjar_auth::new_object_id(),
+            name: "admin".into(),
+            roles: vec!["admin".into()],
+            notes: "created on first start".into(),
+            created_at: nightjar_apiv3::date::iso_utc(nightjar_store::sqlite::now_ms()),
+        };
+        let body = serde_json::to_value(&subject).map_err(|err| err.to_string())?;
+        self.store().save_auth(AuthTable::Subjects, &subject.id, &body).await.map_err(|err| err.to_string())?;
+        self.auth.reload().await.map_err(|err| err.to_string())?;
+        Ok(nightjar_auth::access_token(&self.auth.secret, &subject))
+    }
+}
+
+/// A started core.
+pub struct Running {
+    /// The address the gRPC listener is bound to.
+    pub address: SocketAddr,
+    /// Shared state, for in-process callers.
+    pub core: Arc<Core>,
+    /// The server task.
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Sends the shutdown signal to streams and the server.
+    stop: signal::Sender<bool>,
+}
+
+impl Running {
+    /// Waits for SIGTERM or Ctrl-C, then stops the server, ends streams and closes the store.
+    pub async fn wait_for_shutdown(self) -> Result<(), String> {
+        wait_for_signal().await;
+        info!("shutting down core");
+        let _ = self.stop.send(true);
+        match self.server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => warn!(cause = %err, "gRPC server ended with an error"),
+            Err(err) => warn!(cause = %err, "gRPC server task failed"),
+        }
+        let store = self.core.store().clone();
+        tokio::task::spawn_blocking(move || store.close()).await.map_err(|err| err.to_string())?;
+        info!("core stopped");
+        Ok(())
+    }
+}
+
+/// Opens the store and starts the gRPC server; returns once it accepts connections.
+pub async fn start(config: CoreConfig, secret: ApiSecret) -> Result<Running, String> {
+    // 1. Store and authorization.
+    let store = SqliteStore::open(&config.data_dir).map_err(|err| format!("cannot open the embedded store in {}: {err}", config.data_dir.display()))?;
+    if !config.api3_security_enable {
+        warn!("API3_SECURITY_ENABLE=false: every request is treated as admin; never run like this in production");
+    }
+    let auth = Authenticator::new(
+        secret,
+        store.clone(),
+        config.auth_default_roles.clone(),
+        config.auth_fail_delay,
+        config.api3_security_enable,
+    )
+    .await?;
+
+    // 2. Shared state.
+    let (stop, shutdown) = signal::channel(false);
+    let rules = Rules {
+        max_limit: config.api3_max_limit,
+        dedup_fallback: config.api3_dedup_fallback_enabled,
+        created_at_fallback: config.api3_created_at_fallback_enabled,
+    };
+    let core = Arc::new(Core {
+        documents: Documents { store, rules: Arc::new(rules) },
+        auth,
+        jwt_lifetime: std::time::Duration::from_secs(config.jwt_lifetime),
+        shutdown: shutdown.clone(),
+    });
+
+    // 3. Listener and server.
+    let listener = TcpListener::bind(config.grpc_addr)
+        .await
+        .map_err(|err| format!("cannot listen on {} (NIGHTJAR_GRPC_ADDR): {err}", config.grpc_addr))?;
+    let address = listener.local_addr().map_err(|err| err.to_string())?;
+    let mut until_stopped = shutdown.clone();
+    let server = tonic::transport::Server::builder()
+        .add_service(StorageServer::new(grpc::StorageService::new(core.clone())).max_decoding_message_size(64 * 1024 * 1024))
+        .add_service(AdminServer::new(admin::AdminService::new(core.clone())))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let _ = until_stopped.wait_for(|stopped| *stopped).await;
+        });
+    let server = tokio::spawn(server);
+
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        store = %core.store().path().display(),
+        sqlite = SqliteStore::engine_version(),
+        "core started"
+    );
+    info!("listening on grpc://{address}");
+    Ok(Running { address, core, server, stop })
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(err) => {
+                warn!(cause = %err, "cannot listen for SIGTERM; only Ctrl-C stops the process");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,82 @@
+//! The edge process: REST `/api/v3`, the authorization endpoints and the Socket.IO
+//! namespace `/storage`, all backed by core over gRPC. The edge keeps no data.
+
+mod authorization;
+mod reply;
+mod rest;
+mod socket;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use nightjar_auth::ApiSecret;
+use socketioxide::SocketIo;
+use tonic::transport::{Channel, Endpoint};
+use tower_http::cors::CorsLayer;
+use tracing::info;
+
+use crate::config::EdgeConfig;
+use crate::proto::admin_client::AdminClient;
+use crate::proto::storage_client::StorageClient;
+
+/// State shared by every edge handler.
+pub struct Edge {
+    /// Client of core's Storage service.
+    pub storage: StorageClient<Channel>,
+    /// Client of core's Admin service.
+    pub admin: AdminClient<Channel>,
+    /// API_SECRET, for the edge's own upstream stream.
+    pub secret: ApiSecret,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Whether `GET /api/v3/test` exists (the `CI` environment variable is set).
+    pub test_route: bool,
+}
+
+/// Runs the edge until SIGTERM or Ctrl-C.
+pub async fn run(config: EdgeConfig, core_url: String, secret: ApiSecret) -> Result<(), String> {
+    // 1. A lazily connected channel to core: the edge starts even while core is down.
+    let channel = Endpoint::from_shared(core_url.clone())
+        .map_err(|err| format!("invalid NIGHTJAR_CORE_URL {core_url:?}: {err}"))?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .connect_lazy();
+    let edge = Arc::new(Edge {
+        storage: StorageClient::new(channel.clone()).max_decoding_message_size(256 * 1024 * 1024),
+        admin: AdminClient::new(channel),
+        secret,
+        max_body_bytes: config.max_body_bytes,
+        test_route: std::env::var_os("CI").is_some(),
+    });
+
+    // 2. Socket.IO and the upstream change stream that feeds it.
+    let (socket_layer, io) = SocketIo::builder().with_state(edge.clone()).build_layer();
+    socket::register(&io);
+    let upstream = tokio::spawn(upstream::run(edge.clone(), io.clone()));
+
+    // 3. HTTP routes.
+    let app = Router::new()
+        .merge(rest::routes())
+        .merge(authorization::routes())
+        .with_state(edge.clone())
+        .layer(socket_layer)
+        .layer(CorsLayer::permissive());
+
+    // 4. Listen.
+    let address = format!("{}:{}", config.hostname, config.port);
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|err| format!("cannot listen on {address} (HOSTNAME and PORT): {err}"))?;
+    let local = listener.local_addr().map_err(|err| err.to_string())?;
+    info!(core = core_url, version = env!("CARGO_PKG_VERSION"), "edge started");
+    info!("listening on http://{local}");
+
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(crate::core::wait_for_signal())
+        .await;
+    upstream.abort();
+    info!("edge stopped");
+    served.map_err(|err| format!("HTTP server failed: {err}"))
+}
