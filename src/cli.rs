@@ -71,7 +71,11 @@ pub struct SecretSource {
     pub api_secret: Option<String>,
 
     /// Data directory holding a generated API_SECRET.
-    #[arg(long = "data-dir", env = "NIGHTJAR_DATA_DIR", default_value = "./nightjar-data")]
+    #[arg(
+        long = "data-dir",
+        env = "NIGHTJAR_DATA_DIR",
+        default_value = "./nightjar-data"
+    )]
     pub data_dir: std::path::PathBuf,
 }
 
@@ -129,15 +133,27 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             greet_first_start(&running, &secret).await;
             running.wait_for_shutdown().await
         }
-        Command::Edge { edge, client, secret } => {
+        Command::Edge {
+            edge,
+            client,
+            secret,
+        } => {
             let secret = secret::load_existing(secret.api_secret, &secret.data_dir)?;
             edge::run(edge, client.core_url, secret).await
         }
-        Command::Subject { action, client, secret } => {
+        Command::Subject {
+            action,
+            client,
+            secret,
+        } => {
             let secret = secret::load_existing(secret.api_secret, &secret.data_dir)?;
             subject(action, &client.core_url, &secret).await
         }
-        Command::Role { action, client, secret } => {
+        Command::Role {
+            action,
+            client,
+            secret,
+        } => {
             let secret = secret::load_existing(secret.api_secret, &secret.data_dir)?;
             role(action, &client.core_url, &secret).await
         }
@@ -183,19 +199,38 @@ fn with_secret<T>(message: T, secret: &nightjar_auth::ApiSecret) -> tonic::Reque
     request
 }
 
-async fn subject(action: SubjectAction, core_url: &str, secret: &nightjar_auth::ApiSecret) -> Result<(), String> {
+async fn subject(
+    action: SubjectAction,
+    core_url: &str,
+    secret: &nightjar_auth::ApiSecret,
+) -> Result<(), String> {
     let mut client = admin_client(core_url).await?;
     match action {
         SubjectAction::Add { name, roles, notes } => {
-            let subject = Subject { name, roles, notes, ..Default::default() };
+            let subject = Subject {
+                name,
+                roles,
+                notes,
+                ..Default::default()
+            };
             let saved = client
-                .save_subject(with_secret(SaveSubjectRequest { subject: Some(subject) }, secret))
+                .save_subject(with_secret(
+                    SaveSubjectRequest {
+                        subject: Some(subject),
+                    },
+                    secret,
+                ))
                 .await
                 .map_err(|status| status.message().to_string())?
                 .into_inner()
                 .subject
                 .unwrap_or_default();
-            eprintln!("created subject {} ({}) with roles {}", saved.name, saved.id, saved.roles.join(","));
+            eprintln!(
+                "created subject {} ({}) with roles {}",
+                saved.name,
+                saved.id,
+                saved.roles.join(",")
+            );
             println!("{}", saved.access_token);
         }
         SubjectAction::List => {
@@ -206,12 +241,21 @@ async fn subject(action: SubjectAction, core_url: &str, secret: &nightjar_auth::
                 .into_inner()
                 .subjects;
             for s in subjects {
-                println!("{}\t{}\t{}\t{}", s.id, s.name, s.roles.join(","), s.access_token);
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    s.id,
+                    s.name,
+                    s.roles.join(","),
+                    s.access_token
+                );
             }
         }
         SubjectAction::Remove { id } => {
             let deleted = client
-                .delete_subject(with_secret(crate::proto::DeleteByIdRequest { id: id.clone() }, secret))
+                .delete_subject(with_secret(
+                    crate::proto::DeleteByIdRequest { id: id.clone() },
+                    secret,
+                ))
                 .await
                 .map_err(|status| status.message().to_string())?
                 .into_inner()
@@ -224,11 +268,24 @@ async fn subject(action: SubjectAction, core_url: &str, secret: &nightjar_auth::
     Ok(())
 }
 
-async fn role(action: RoleAction, core_url: &str, secret: &nightjar_auth::ApiSecret) -> Result<(), String> {
+async fn role(
+    action: RoleAction,
+    core_url: &str,
+    secret: &nightjar_auth::ApiSecret,
+) -> Result<(), String> {
     let mut client = admin_client(core_url).await?;
     match action {
-        RoleAction::Add { name, permissions, notes } => {
-            let role = Role { name, permissions, notes, ..Default::default() };
+        RoleAction::Add {
+            name,
+            permissions,
+            notes,
+        } => {
+            let role = Role {
+                name,
+                permissions,
+                notes,
+                ..Default::default()
+            };
             let saved = client
                 .save_role(with_secret(SaveRoleRequest { role: Some(role) }, secret))
                 .await
@@ -236,7 +293,12 @@ async fn role(action: RoleAction, core_url: &str, secret: &nightjar_auth::ApiSec
                 .into_inner()
                 .role
                 .unwrap_or_default();
-            println!("{}\t{}\t{}", saved.id, saved.name, saved.permissions.join(","));
+            println!(
+                "{}\t{}\t{}",
+                saved.id,
+                saved.name,
+                saved.permissions.join(",")
+            );
         }
         RoleAction::List => {
             let roles = client
@@ -251,7 +313,10 @@ async fn role(action: RoleAction, core_url: &str, secret: &nightjar_auth::ApiSec
         }
         RoleAction::Remove { id } => {
             let deleted = client
-                .delete_role(with_secret(crate::proto::DeleteByIdRequest { id: id.clone() }, secret))
+                .delete_role(with_secret(
+                    crate::proto::DeleteByIdRequest { id: id.clone() },
+                    secret,
+                ))
                 .await
                 .map_err(|status| status.message().to_string())?
                 .into_inner()

@@ -18,7 +18,12 @@ pub struct CoreConfig {
     pub data_dir: PathBuf,
 
     /// Roles whose permissions every authenticated subject also gets (comma-separated).
-    #[arg(long, env = "AUTH_DEFAULT_ROLES", default_value = "readable", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "AUTH_DEFAULT_ROLES",
+        default_value = "readable",
+        value_delimiter = ','
+    )]
     pub auth_default_roles: Vec<String>,
 
     /// Delay added per failed authentication from one IP, in milliseconds; 0 turns it off.
@@ -66,6 +71,10 @@ pub struct EdgeConfig {
 #[derive(Debug, Clone, Args)]
 pub struct CoreClientConfig {
     /// URL of the core's gRPC listener.
-    #[arg(long, env = "NIGHTJAR_CORE_URL", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "NIGHTJAR_CORE_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub core_url: String,
 }

@@ -14,7 +14,10 @@ fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     logging::init(&cli.log_format);
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");

@@ -18,14 +18,24 @@ pub fn status_from_api_error(error: &ApiError) -> Status {
         ApiErrorKind::NotFound => (Code::NotFound, ErrorKind::NotFound),
         ApiErrorKind::NotAcceptable => (Code::InvalidArgument, ErrorKind::NotAcceptable),
         ApiErrorKind::Gone => (Code::NotFound, ErrorKind::Gone),
-        ApiErrorKind::PreconditionFailed => (Code::FailedPrecondition, ErrorKind::PreconditionFailed),
+        ApiErrorKind::PreconditionFailed => {
+            (Code::FailedPrecondition, ErrorKind::PreconditionFailed)
+        }
         ApiErrorKind::PayloadTooLarge => (Code::ResourceExhausted, ErrorKind::PayloadTooLarge),
         ApiErrorKind::Unprocessable => (Code::FailedPrecondition, ErrorKind::Unprocessable),
         ApiErrorKind::Internal => (Code::Internal, ErrorKind::Internal),
         ApiErrorKind::Unavailable => (Code::Unavailable, ErrorKind::Unavailable),
     };
-    let details = Error { kind: kind as i32, message: error.message.clone() }.encode_to_vec();
-    let text = if error.message.is_empty() { format!("{:?}", error.kind) } else { error.message.clone() };
+    let details = Error {
+        kind: kind as i32,
+        message: error.message.clone(),
+    }
+    .encode_to_vec();
+    let text = if error.message.is_empty() {
+        format!("{:?}", error.kind)
+    } else {
+        error.message.clone()
+    };
     Status::with_details(code, text, details.into())
 }
 

@@ -27,20 +27,33 @@ pub struct LoadedSecret {
 /// generates one and stores it there.
 pub fn load_or_create(data_dir: &Path) -> Result<LoadedSecret, String> {
     if let Some(secret) = from_environment()? {
-        return Ok(LoadedSecret { secret, path: None, generated: false });
+        return Ok(LoadedSecret {
+            secret,
+            path: None,
+            generated: false,
+        });
     }
 
     let path = data_dir.join(SECRET_FILE);
     if path.exists() {
         let secret = read_file(&path)?;
-        return Ok(LoadedSecret { secret, path: Some(path), generated: false });
+        return Ok(LoadedSecret {
+            secret,
+            path: Some(path),
+            generated: false,
+        });
     }
 
-    std::fs::create_dir_all(data_dir).map_err(|err| format!("cannot create data directory {}: {err}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|err| format!("cannot create data directory {}: {err}", data_dir.display()))?;
     let text = Alphanumeric.sample_string(&mut rand::rng(), GENERATED_LENGTH);
     write_private(&path, &text)?;
     let secret = ApiSecret::new(&text).map_err(|err| err.to_string())?;
-    Ok(LoadedSecret { secret, path: Some(path), generated: true })
+    Ok(LoadedSecret {
+        secret,
+        path: Some(path),
+        generated: true,
+    })
 }
 
 /// Returns API_SECRET for a client process: the given value, else the data directory's file.
@@ -68,8 +81,10 @@ fn from_environment() -> Result<Option<ApiSecret>, String> {
 }
 
 fn read_file(path: &Path) -> Result<ApiSecret, String> {
-    let text = std::fs::read_to_string(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
-    ApiSecret::new(text.trim()).map_err(|err| format!("invalid API_SECRET in {}: {err}", path.display()))
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    ApiSecret::new(text.trim())
+        .map_err(|err| format!("invalid API_SECRET in {}: {err}", path.display()))
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), String> {
@@ -77,7 +92,9 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(|err| format!("cannot create {}: {err}", path.display()))?;
+    let mut file = options
+        .open(path)
+        .map_err(|err| format!("cannot create {}: {err}", path.display()))?;
     file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(|err| format!("cannot write {}: {err}", path.display()))
@@ -86,10 +103,16 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
 /// Prints, on the terminal and not in the log, where the generated secret is and an
 /// admin access token, so a newcomer can subscribe right away.
 pub fn announce_first_start(secret: &LoadedSecret, admin_token: &str) {
-    let location = secret.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    let location = secret
+        .path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     println!();
     println!("  Nightjar generated an API_SECRET and stored it in {location}");
     println!("  Admin access token (shown once): {admin_token}");
-    println!("  Use it in the sample page or exchange it for a JWT at /api/v2/authorization/request/<token>.");
+    println!(
+        "  Use it in the sample page or exchange it for a JWT at /api/v2/authorization/request/<token>."
+    );
     println!();
 }

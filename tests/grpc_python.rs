@@ -21,7 +21,10 @@ fn python_client_watches_created_entry() {
         "python3",
         &["tests/python/watch_changes.py"],
         repo_root(),
-        &[("NIGHTJAR_GRPC_URL", &server.grpc), ("NIGHTJAR_ACCESS_TOKEN", &token)],
+        &[
+            ("NIGHTJAR_GRPC_URL", &server.grpc),
+            ("NIGHTJAR_ACCESS_TOKEN", &token),
+        ],
     );
 
     let log = server.log.lock().unwrap().clone();

@@ -33,7 +33,11 @@ async fn create_returns_201_with_headers() {
     let body = expect_status(&reply, 201);
     let identifier = expected_identifier(Some("dexcom"), BASE_DATE, None);
     assert_eq!(body["identifier"], identifier.as_str());
-    assert_eq!(body.get("isDeduplication"), None, "an insert is no deduplication");
+    assert_eq!(
+        body.get("isDeduplication"),
+        None,
+        "an insert is no deduplication"
+    );
     let last_modified = int_field(&body, "lastModified");
     assert!(
         last_modified >= before - 1000,
@@ -44,7 +48,10 @@ async fn create_returns_201_with_headers() {
         Some(format!("/api/v3/entries/{identifier}").as_str())
     );
     let header = reply.header("last-modified").expect("Last-Modified header");
-    assert_eq!(parse_http_date(&header), last_modified - last_modified % 1000);
+    assert_eq!(
+        parse_http_date(&header),
+        last_modified - last_modified % 1000
+    );
 }
 
 #[tokio::test]
@@ -58,7 +65,11 @@ async fn created_document_has_server_fields() {
     let document = api.read("entries", &identifier).await;
 
     assert_eq!(document["identifier"], identifier.as_str());
-    assert_eq!(document.get("_id"), None, "the database id is never exposed");
+    assert_eq!(
+        document.get("_id"),
+        None,
+        "the database id is never exposed"
+    );
     assert_eq!(document["sgv"], 120);
     assert_eq!(document["type"], "sgv");
     assert_eq!(document["device"], "dexcom");
@@ -161,8 +172,16 @@ async fn date_forms_are_normalised() {
         let stored = api.read("entries", &identifier).await;
 
         assert_eq!(stored["date"], case.date_ms, "date of case {}", case.name);
-        assert_eq!(stored["utcOffset"], case.utc_offset, "utcOffset of case {}", case.name);
-        assert_eq!(stored["created_at"], case.created_at, "created_at of case {}", case.name);
+        assert_eq!(
+            stored["utcOffset"], case.utc_offset,
+            "utcOffset of case {}",
+            case.name
+        );
+        assert_eq!(
+            stored["created_at"], case.created_at,
+            "created_at of case {}",
+            case.name
+        );
         assert_eq!(
             identifier,
             expected_identifier(Some(&device), case.date_ms, None),
@@ -189,7 +208,10 @@ async fn created_at_used_without_date() {
     assert_eq!(stored["date"], BASE_DATE);
     assert_eq!(stored["utcOffset"], 120);
     assert_eq!(stored["created_at"], "2018-05-03T21:40:10.088Z");
-    assert_eq!(identifier, expected_identifier(None, BASE_DATE, Some("Note")));
+    assert_eq!(
+        identifier,
+        expected_identifier(None, BASE_DATE, Some("Note"))
+    );
 }
 
 #[tokio::test]
@@ -258,11 +280,15 @@ async fn bad_dates_are_rejected() {
         expect_error(&reply, 400, "Bad or missing date field");
     }
 
-    let undated = json!({ "type": "sgv", "sgv": 100, "device": "bad-date", "app": "nightjar-tests" });
+    let undated =
+        json!({ "type": "sgv", "sgv": 100, "device": "bad-date", "app": "nightjar-tests" });
     let reply = api.post("/api/v3/entries", &undated).await;
     expect_error(&reply, 400, "Bad or missing date field");
 
-    assert!(api.search("entries", &[]).await.is_empty(), "no rejected document was stored");
+    assert!(
+        api.search("entries", &[]).await.is_empty(),
+        "no rejected document was stored"
+    );
 }
 
 #[tokio::test]
@@ -270,7 +296,10 @@ async fn utc_offset_bounds() {
     let server = Nightjar::start();
     let api = Api::admin(&server).await;
 
-    for (index, offset) in [json!(-1440), json!(0), json!(1440)].into_iter().enumerate() {
+    for (index, offset) in [json!(-1440), json!(0), json!(1440)]
+        .into_iter()
+        .enumerate()
+    {
         let mut document = entry(&format!("offset-{index}"), 100);
         document["utcOffset"] = offset.clone();
         let identifier = api.create("entries", &document).await;
@@ -327,9 +356,13 @@ async fn identifier_computed_per_collection() {
     let api = Api::admin(&server).await;
 
     let with_device = api.create("entries", &entry("xdrip", 100)).await;
-    assert_eq!(with_device, expected_identifier(Some("xdrip"), BASE_DATE, None));
+    assert_eq!(
+        with_device,
+        expected_identifier(Some("xdrip"), BASE_DATE, None)
+    );
 
-    let without_device = json!({ "type": "sgv", "sgv": 100, "date": BASE_DATE, "app": "nightjar-tests" });
+    let without_device =
+        json!({ "type": "sgv", "sgv": 100, "date": BASE_DATE, "app": "nightjar-tests" });
     let identifier = api.create("entries", &without_device).await;
     assert_eq!(identifier, expected_identifier(None, BASE_DATE, None));
 
@@ -341,7 +374,10 @@ async fn identifier_computed_per_collection() {
         "app": "nightjar-tests",
     });
     let identifier = api.create("treatments", &treatment).await;
-    assert_eq!(identifier, expected_identifier(Some("pump-1"), BASE_DATE, Some("Meal Bolus")));
+    assert_eq!(
+        identifier,
+        expected_identifier(Some("pump-1"), BASE_DATE, Some("Meal Bolus"))
+    );
 
     let device_status = json!({
         "device": "openaps://phone",
@@ -350,7 +386,10 @@ async fn identifier_computed_per_collection() {
         "app": "nightjar-tests",
     });
     let identifier = api.create("devicestatus", &device_status).await;
-    assert_eq!(identifier, expected_identifier(Some("openaps://phone"), BASE_DATE, None));
+    assert_eq!(
+        identifier,
+        expected_identifier(Some("openaps://phone"), BASE_DATE, None)
+    );
 }
 
 #[tokio::test]
@@ -385,7 +424,10 @@ async fn object_id_identifier_is_addressable() {
     document["identifier"] = json!(object_id);
 
     assert_eq!(api.create("entries", &document).await, object_id);
-    assert_eq!(api.read("entries", object_id).await["identifier"], object_id);
+    assert_eq!(
+        api.read("entries", object_id).await["identifier"],
+        object_id
+    );
 }
 
 #[tokio::test]
@@ -403,18 +445,28 @@ async fn same_identifier_deduplicates() {
     let body = expect_status(&reply, 200);
     assert_eq!(body["identifier"], identifier.as_str());
     assert_eq!(body["isDeduplication"], true);
-    assert_eq!(body.get("deduplicatedIdentifier"), None, "the stored identifier was the same");
+    assert_eq!(
+        body.get("deduplicatedIdentifier"),
+        None,
+        "the stored identifier was the same"
+    );
     assert!(int_field(&body, "lastModified") > int_field(&first, "srvModified"));
     assert_eq!(
         reply.header("location").as_deref(),
         Some(format!("/api/v3/entries/{identifier}").as_str())
     );
-    assert!(reply.header("last-modified").is_some(), "Last-Modified header");
+    assert!(
+        reply.header("last-modified").is_some(),
+        "Last-Modified header"
+    );
 
     let stored = api.read("entries", &identifier).await;
     assert_eq!(stored["sgv"], 140, "the document was replaced");
     assert_eq!(stored["direction"], "Flat");
-    assert_eq!(stored["srvCreated"], first["srvCreated"], "srvCreated is kept");
+    assert_eq!(
+        stored["srvCreated"], first["srvCreated"],
+        "srvCreated is kept"
+    );
     assert_eq!(stored["srvModified"], body["lastModified"]);
     assert_eq!(api.search("entries", &[]).await.len(), 1);
 }
@@ -483,7 +535,10 @@ async fn fallback_keys_skip_documents_with_identifier() {
             "app": "nightjar-tests",
         });
         let identifier = api.create("treatments", &treatment).await;
-        assert_eq!(identifier, expected_identifier(Some(device), BASE_DATE, Some("Temp Basal")));
+        assert_eq!(
+            identifier,
+            expected_identifier(Some(device), BASE_DATE, Some("Temp Basal"))
+        );
     }
     assert_eq!(api.search("treatments", &[]).await.len(), 2);
 
@@ -618,7 +673,11 @@ async fn treatment_duration_sets_endmills() {
     });
     let identifier = api.create("treatments", &mills).await;
     let stored = api.read("treatments", &identifier).await;
-    assert_eq!(stored["endmills"], BASE_DATE + 5_000 + 10 * 60_000, "mills is the start");
+    assert_eq!(
+        stored["endmills"],
+        BASE_DATE + 5_000 + 10 * 60_000,
+        "mills is the start"
+    );
 
     let explicit = json!({
         "eventType": "Temp Basal",
@@ -630,7 +689,11 @@ async fn treatment_duration_sets_endmills() {
     });
     let identifier = api.create("treatments", &explicit).await;
     let stored = api.read("treatments", &identifier).await;
-    assert_eq!(stored["endmills"], BASE_DATE + 1, "a client endmills is kept");
+    assert_eq!(
+        stored["endmills"],
+        BASE_DATE + 1,
+        "a client endmills is kept"
+    );
 }
 
 #[tokio::test]

@@ -62,7 +62,9 @@ async fn read_unknown_is_404() {
 async fn read_fields_projection() {
     let (_server, api, _) = server_with_entry().await;
 
-    let reply = api.get_query("/api/v3/entries/doc-1", &[("fields", "sgv,date")]).await;
+    let reply = api
+        .get_query("/api/v3/entries/doc-1", &[("fields", "sgv,date")])
+        .await;
 
     let document = expect_status(&reply, 200)["result"].clone();
     assert_eq!(document["sgv"], 120);
@@ -71,7 +73,9 @@ async fn read_fields_projection() {
     assert_eq!(document.get("device"), None);
     assert_eq!(document.get("type"), None);
 
-    let reply = api.get_query("/api/v3/entries/doc-1", &[("fields", "_all")]).await;
+    let reply = api
+        .get_query("/api/v3/entries/doc-1", &[("fields", "_all")])
+        .await;
     let document = expect_status(&reply, 200)["result"].clone();
     assert_eq!(document["direction"], "Flat");
     assert_eq!(document["device"], "dexcom");
@@ -86,14 +90,22 @@ async fn if_modified_since_gives_304() {
     let reply = api
         .get_with_headers("/api/v3/entries/doc-1", &[("if-modified-since", &same)])
         .await;
-    assert_eq!(reply.status, 304, "not modified since its own second: {}", reply.body);
+    assert_eq!(
+        reply.status, 304,
+        "not modified since its own second: {}",
+        reply.body
+    );
     assert!(reply.body.is_empty(), "a 304 has no body");
 
     let later = http_date(srv_modified + 3_600_000);
     let reply = api
         .get_with_headers("/api/v3/entries/doc-1", &[("if-modified-since", &later)])
         .await;
-    assert_eq!(reply.status, 304, "not modified since a later time: {}", reply.body);
+    assert_eq!(
+        reply.status, 304,
+        "not modified since a later time: {}",
+        reply.body
+    );
 
     let earlier = http_date(srv_modified - 3_600_000);
     let reply = api
@@ -113,7 +125,9 @@ async fn soft_delete_then_read_is_410() {
     let reply = api.get("/api/v3/entries/doc-1").await;
     expect_status(&reply, 410);
 
-    let history = api.get(&format!("/api/v3/entries/history/{BASE_DATE}")).await;
+    let history = api
+        .get(&format!("/api/v3/entries/history/{BASE_DATE}"))
+        .await;
     let deleted = expect_status(&history, 200)["result"][0].clone();
     assert_eq!(deleted["identifier"], "doc-1");
     assert_eq!(deleted["isValid"], false);
@@ -130,7 +144,9 @@ async fn permanent_delete_removes_document() {
 
     let reply = api.get("/api/v3/entries/doc-1").await;
     expect_status(&reply, 404);
-    let history = api.get(&format!("/api/v3/entries/history/{BASE_DATE}")).await;
+    let history = api
+        .get(&format!("/api/v3/entries/history/{BASE_DATE}"))
+        .await;
     assert_eq!(expect_status(&history, 200)["result"], json!([]));
 }
 
@@ -141,7 +157,9 @@ async fn delete_unknown_is_404() {
     let reply = api.delete("/api/v3/entries/no-such-document").await;
     expect_status(&reply, 404);
 
-    let reply = api.delete("/api/v3/entries/no-such-document?permanent=true").await;
+    let reply = api
+        .delete("/api/v3/entries/no-such-document?permanent=true")
+        .await;
     expect_status(&reply, 404);
 }
 
@@ -160,7 +178,11 @@ async fn put_replaces_document() {
     let document = api.read("entries", "doc-1").await;
     assert_eq!(document["sgv"], 150);
     assert_eq!(document["noise"], 1);
-    assert_eq!(document.get("direction"), None, "PUT replaces the whole document");
+    assert_eq!(
+        document.get("direction"),
+        None,
+        "PUT replaces the whole document"
+    );
     assert_eq!(document["srvModified"], last_modified);
     assert_eq!(document["srvCreated"], stored["srvCreated"]);
     assert_eq!(document["date"], BASE_DATE);
@@ -186,7 +208,9 @@ async fn put_normalises_equal_date() {
 async fn put_url_identifier_wins() {
     let (_server, api, _) = server_with_entry().await;
 
-    let reply = api.put("/api/v3/entries/doc-1", &entry("other-identifier", 140)).await;
+    let reply = api
+        .put("/api/v3/entries/doc-1", &entry("other-identifier", 140))
+        .await;
 
     expect_status(&reply, 200);
     let document = api.read("entries", "doc-1").await;
@@ -201,7 +225,9 @@ async fn put_unknown_inserts() {
     let server = Nightjar::start();
     let api = Api::admin(&server).await;
 
-    let reply = api.put("/api/v3/entries/fresh", &entry("ignored", 99)).await;
+    let reply = api
+        .put("/api/v3/entries/fresh", &entry("ignored", 99))
+        .await;
 
     expect_status(&reply, 201);
     let document = api.read("entries", "fresh").await;
@@ -221,15 +247,17 @@ async fn put_validates_like_create() {
     let reply = api.put("/api/v3/entries/doc-1", &no_app).await;
     expect_error(&reply, 400, "Bad or missing app field");
 
-    let mut bad_offset = entry("doc-1", 120);
+    // On an existing document this would be an immutable-field change, so insert.
+    let mut bad_offset = entry("new-doc", 120);
     bad_offset["utcOffset"] = json!(5000);
-    let reply = api.put("/api/v3/entries/doc-1", &bad_offset).await;
+    let reply = api.put("/api/v3/entries/new-doc", &bad_offset).await;
     expect_error(&reply, 400, "Bad or missing utcOffset field");
 
     let mut old_date = entry("new-doc", 120);
     old_date["date"] = json!("1999-06-01T00:00:00Z");
     let reply = api.put("/api/v3/entries/new-doc", &old_date).await;
     expect_error(&reply, 400, "Bad or missing date field");
+    expect_status(&api.get("/api/v3/entries/new-doc").await, 404);
 
     for body in [json!({}), json!([]), json!("text")] {
         let reply = api.put("/api/v3/entries/doc-1", &body).await;
@@ -298,7 +326,11 @@ async fn put_rejects_immutable_changes() {
         replacement[field] = value;
         let reply = api.put("/api/v3/entries/doc-1", &replacement).await;
         assert_eq!(reply.status, 400, "PUT changing {field}: {}", reply.body);
-        expect_error(&reply, 400, &format!("Field {field} cannot be modified by the client"));
+        expect_error(
+            &reply,
+            400,
+            &format!("Field {field} cannot be modified by the client"),
+        );
     }
 
     let document = api.read("entries", "doc-1").await;
@@ -314,7 +346,11 @@ async fn patch_rejects_immutable_changes() {
         patch[field] = value;
         let reply = api.patch("/api/v3/entries/doc-1", &patch).await;
         assert_eq!(reply.status, 400, "PATCH changing {field}: {}", reply.body);
-        expect_error(&reply, 400, &format!("Field {field} cannot be modified by the client"));
+        expect_error(
+            &reply,
+            400,
+            &format!("Field {field} cannot be modified by the client"),
+        );
     }
 
     let document = api.read("entries", "doc-1").await;
@@ -349,7 +385,10 @@ async fn patch_merges_fields() {
     let (_server, api, stored) = server_with_entry().await;
 
     let reply = api
-        .patch("/api/v3/entries/doc-1", &json!({ "sgv": 133, "noise": 2, "meta": { "source": "patch" } }))
+        .patch(
+            "/api/v3/entries/doc-1",
+            &json!({ "sgv": 133, "noise": 2, "meta": { "source": "patch" } }),
+        )
         .await;
 
     expect_status(&reply, 200);
@@ -357,7 +396,10 @@ async fn patch_merges_fields() {
     assert_eq!(document["sgv"], 133);
     assert_eq!(document["noise"], 2);
     assert_eq!(document["meta"]["source"], "patch");
-    assert_eq!(document["direction"], "Flat", "fields absent from the patch are kept");
+    assert_eq!(
+        document["direction"], "Flat",
+        "fields absent from the patch are kept"
+    );
     assert_eq!(document["device"], "dexcom");
     assert_eq!(document["modifiedBy"], ADMIN_SUBJECT);
     assert_eq!(document["srvCreated"], stored["srvCreated"]);
@@ -381,7 +423,9 @@ async fn patch_empty_body_is_400() {
 async fn patch_unknown_is_404() {
     let (_server, api, _) = server_with_entry().await;
 
-    let reply = api.patch("/api/v3/entries/no-such-document", &json!({ "sgv": 1 })).await;
+    let reply = api
+        .patch("/api/v3/entries/no-such-document", &json!({ "sgv": 1 }))
+        .await;
 
     expect_status(&reply, 404);
     let reply = api.get("/api/v3/entries/no-such-document").await;
@@ -393,7 +437,9 @@ async fn patch_soft_deleted_is_410() {
     let (_server, api, _) = server_with_entry().await;
     expect_status(&api.delete("/api/v3/entries/doc-1").await, 200);
 
-    let reply = api.patch("/api/v3/entries/doc-1", &json!({ "sgv": 1 })).await;
+    let reply = api
+        .patch("/api/v3/entries/doc-1", &json!({ "sgv": 1 }))
+        .await;
 
     expect_status(&reply, 410);
 }
@@ -413,23 +459,34 @@ async fn patch_if_unmodified_since() {
     assert_eq!(api.read("entries", "doc-1").await["sgv"], 120);
 }
 
-// NOTE: these values are also immutable-field changes; the expected messages assume
-// that value validation runs first, as in Nightscout 15.0.7.
+/// Nightscout 15.0.7 checks immutable fields before it validates values, so an
+/// invalid value for an immutable field is reported as a change of that field.
 #[tokio::test]
-async fn patch_validates_present_fields() {
+async fn patch_invalid_immutable_value() {
     let (_server, api, _) = server_with_entry().await;
 
-    let reply = api.patch("/api/v3/entries/doc-1", &json!({ "app": "" })).await;
-    expect_error(&reply, 400, "Bad or missing app field");
-
-    let reply = api.patch("/api/v3/entries/doc-1", &json!({ "utcOffset": 2000 })).await;
-    expect_error(&reply, 400, "Bad or missing utcOffset field");
-
-    // PATCH does not normalise dates, so an ISO string is not a valid `date`.
     let reply = api
-        .patch("/api/v3/entries/doc-1", &json!({ "date": "2018-05-03T21:40:10.088Z" }))
+        .patch("/api/v3/entries/doc-1", &json!({ "app": "" }))
         .await;
-    expect_error(&reply, 400, "Bad or missing date field");
+    expect_error(&reply, 400, "Field app cannot be modified by the client");
+
+    let reply = api
+        .patch("/api/v3/entries/doc-1", &json!({ "utcOffset": 2000 }))
+        .await;
+    expect_error(
+        &reply,
+        400,
+        "Field utcOffset cannot be modified by the client",
+    );
+
+    // PATCH does not normalise dates, so an ISO string for the same instant is a change.
+    let reply = api
+        .patch(
+            "/api/v3/entries/doc-1",
+            &json!({ "date": "2018-05-03T21:40:10.088Z" }),
+        )
+        .await;
+    expect_error(&reply, 400, "Field date cannot be modified by the client");
 
     assert_eq!(api.read("entries", "doc-1").await["sgv"], 120);
 }
@@ -459,7 +516,11 @@ async fn read_only_documents_are_422() {
         expect_error(&reply, 422, "Trying to modify read-only document");
 
         let reply = api.delete(&format!("{path}?permanent=true")).await;
-        assert_eq!(reply.status, 422, "permanent DELETE with {flag}: {}", reply.body);
+        assert_eq!(
+            reply.status, 422,
+            "permanent DELETE with {flag}: {}",
+            reply.body
+        );
         expect_error(&reply, 422, "Trying to modify read-only document");
 
         assert_eq!(api.read("entries", &identifier).await["sgv"], 100);
@@ -474,7 +535,9 @@ async fn read_only_false_is_writable() {
     document["isReadOnly"] = json!(false);
     api.create("entries", &document).await;
 
-    let reply = api.patch("/api/v3/entries/unlocked", &json!({ "sgv": 101 })).await;
+    let reply = api
+        .patch("/api/v3/entries/unlocked", &json!({ "sgv": 101 }))
+        .await;
 
     expect_status(&reply, 200);
     assert_eq!(api.read("entries", "unlocked").await["sgv"], 101);
@@ -494,7 +557,9 @@ async fn patch_duration_updates_endmills() {
     });
     api.create("treatments", &treatment).await;
 
-    let reply = api.patch("/api/v3/treatments/basal", &json!({ "duration": 60 })).await;
+    let reply = api
+        .patch("/api/v3/treatments/basal", &json!({ "duration": 60 }))
+        .await;
 
     expect_status(&reply, 200);
     let stored = api.read("treatments", "basal").await;

@@ -73,7 +73,12 @@ fn check_default_roles(client: &str) {
     // AUTH_DEFAULT_ROLES is left at its default, readable.
     let server = Nightjar::start();
     let denied = server.subject("e2e-denied", &["denied"]);
-    run_node(&server, "subscribe_default_roles.mjs", client, &[("DENIED_TOKEN", &denied)]);
+    run_node(
+        &server,
+        "subscribe_default_roles.mjs",
+        client,
+        &[("DENIED_TOKEN", &denied)],
+    );
 }
 
 fn check_storage_events(client: &str) {

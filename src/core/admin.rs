@@ -24,7 +24,11 @@ impl AdminService {
         AdminService { core }
     }
 
-    async fn check(&self, request_metadata: &tonic::metadata::MetadataMap, permission: &str) -> Result<(), Status> {
+    async fn check(
+        &self,
+        request_metadata: &tonic::metadata::MetadataMap,
+        permission: &str,
+    ) -> Result<(), Status> {
         self.core
             .auth
             .authenticate_admin(request_metadata, permission)
@@ -45,7 +49,11 @@ impl AdminService {
     }
 
     async fn reload(&self) -> Result<(), Status> {
-        self.core.auth.reload().await.map_err(|err| proto::status_from_api_error(&store_error(err)))
+        self.core
+            .auth
+            .reload()
+            .await
+            .map_err(|err| proto::status_from_api_error(&store_error(err)))
     }
 }
 
@@ -64,7 +72,9 @@ fn checked_id(id: &str) -> Result<String, Status> {
     } else if id.len() == 24 && id.chars().all(|c| c.is_ascii_hexdigit()) {
         Ok(id.to_ascii_lowercase())
     } else {
-        Err(bad_request("Bad or missing _id field: expected 24 hexadecimal digits"))
+        Err(bad_request(
+            "Bad or missing _id field: expected 24 hexadecimal digits",
+        ))
     }
 }
 
@@ -74,91 +84,207 @@ fn now_iso() -> String {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn list_subjects(&self, request: Request<ListSubjectsRequest>) -> Result<Response<ListSubjectsResponse>, Status> {
-        self.check(request.metadata(), "admin:api:subjects:read").await?;
+    async fn list_subjects(
+        &self,
+        request: Request<ListSubjectsRequest>,
+    ) -> Result<Response<ListSubjectsResponse>, Status> {
+        self.check(request.metadata(), "admin:api:subjects:read")
+            .await?;
         let directory = self.core.auth.directory();
-        let subjects = directory.subjects().iter().map(|s| self.subject_message(s)).collect();
+        let subjects = directory
+            .subjects()
+            .iter()
+            .map(|s| self.subject_message(s))
+            .collect();
         Ok(Response::new(ListSubjectsResponse { subjects }))
     }
 
-    async fn save_subject(&self, request: Request<SaveSubjectRequest>) -> Result<Response<SubjectResponse>, Status> {
-        let action = if request.get_ref().subject.as_ref().is_some_and(|s| !s.id.is_empty()) { "update" } else { "create" };
-        self.check(request.metadata(), &format!("admin:api:subjects:{action}")).await?;
+    async fn save_subject(
+        &self,
+        request: Request<SaveSubjectRequest>,
+    ) -> Result<Response<SubjectResponse>, Status> {
+        let action = if request
+            .get_ref()
+            .subject
+            .as_ref()
+            .is_some_and(|s| !s.id.is_empty())
+        {
+            "update"
+        } else {
+            "create"
+        };
+        self.check(request.metadata(), &format!("admin:api:subjects:{action}"))
+            .await?;
         let subject = request.into_inner().subject.unwrap_or_default();
         if subject.name.trim().is_empty() {
             return Err(bad_request("Bad or missing name field"));
         }
         let id = checked_id(&subject.id)?;
-        let created_at = match self.core.auth.directory().subjects().iter().find(|s| s.id == id) {
+        let created_at = match self
+            .core
+            .auth
+            .directory()
+            .subjects()
+            .iter()
+            .find(|s| s.id == id)
+        {
             Some(existing) => existing.created_at.clone(),
             None if subject.created_at.is_empty() => now_iso(),
             None => subject.created_at.clone(),
         };
-        let stored = StoredSubject { id, name: subject.name, roles: subject.roles, notes: subject.notes, created_at };
-        let body = serde_json::to_value(&stored).map_err(|err| Status::internal(err.to_string()))?;
-        self.core.store().save_auth(AuthTable::Subjects, &stored.id, &body).await.map_err(internal)?;
+        let stored = StoredSubject {
+            id,
+            name: subject.name,
+            roles: subject.roles,
+            notes: subject.notes,
+            created_at,
+        };
+        let body =
+            serde_json::to_value(&stored).map_err(|err| Status::internal(err.to_string()))?;
+        self.core
+            .store()
+            .save_auth(AuthTable::Subjects, &stored.id, &body)
+            .await
+            .map_err(internal)?;
         self.reload().await?;
         info!(subject = stored.name, id = stored.id, roles = ?stored.roles, "subject saved");
-        Ok(Response::new(SubjectResponse { subject: Some(self.subject_message(&stored)) }))
+        Ok(Response::new(SubjectResponse {
+            subject: Some(self.subject_message(&stored)),
+        }))
     }
 
-    async fn delete_subject(&self, request: Request<DeleteByIdRequest>) -> Result<Response<DeleteByIdResponse>, Status> {
-        self.check(request.metadata(), "admin:api:subjects:delete").await?;
+    async fn delete_subject(
+        &self,
+        request: Request<DeleteByIdRequest>,
+    ) -> Result<Response<DeleteByIdResponse>, Status> {
+        self.check(request.metadata(), "admin:api:subjects:delete")
+            .await?;
         let id = request.into_inner().id;
-        let deleted = self.core.store().delete_auth(AuthTable::Subjects, &id).await.map_err(internal)?;
+        let deleted = self
+            .core
+            .store()
+            .delete_auth(AuthTable::Subjects, &id)
+            .await
+            .map_err(internal)?;
         self.reload().await?;
         info!(id, deleted, "subject deleted");
         Ok(Response::new(DeleteByIdResponse { deleted }))
     }
 
-    async fn list_roles(&self, request: Request<ListRolesRequest>) -> Result<Response<ListRolesResponse>, Status> {
-        self.check(request.metadata(), "admin:api:roles:read").await?;
+    async fn list_roles(
+        &self,
+        request: Request<ListRolesRequest>,
+    ) -> Result<Response<ListRolesResponse>, Status> {
+        self.check(request.metadata(), "admin:api:roles:read")
+            .await?;
         let directory = self.core.auth.directory();
         let roles = directory
             .roles()
             .iter()
             .filter(|r| !r.id.is_empty())
-            .map(|r| Role { id: r.id.clone(), name: r.name.clone(), permissions: r.permissions.clone(), notes: r.notes.clone(), created_at: r.created_at.clone() })
+            .map(|r| Role {
+                id: r.id.clone(),
+                name: r.name.clone(),
+                permissions: r.permissions.clone(),
+                notes: r.notes.clone(),
+                created_at: r.created_at.clone(),
+            })
             .collect();
         Ok(Response::new(ListRolesResponse { roles }))
     }
 
-    async fn save_role(&self, request: Request<SaveRoleRequest>) -> Result<Response<RoleResponse>, Status> {
-        let action = if request.get_ref().role.as_ref().is_some_and(|r| !r.id.is_empty()) { "update" } else { "create" };
-        self.check(request.metadata(), &format!("admin:api:roles:{action}")).await?;
+    async fn save_role(
+        &self,
+        request: Request<SaveRoleRequest>,
+    ) -> Result<Response<RoleResponse>, Status> {
+        let action = if request
+            .get_ref()
+            .role
+            .as_ref()
+            .is_some_and(|r| !r.id.is_empty())
+        {
+            "update"
+        } else {
+            "create"
+        };
+        self.check(request.metadata(), &format!("admin:api:roles:{action}"))
+            .await?;
         let role = request.into_inner().role.unwrap_or_default();
         if role.name.trim().is_empty() {
             return Err(bad_request("Bad or missing name field"));
         }
         let id = checked_id(&role.id)?;
-        let created_at = if role.created_at.is_empty() { now_iso() } else { role.created_at };
-        let stored = StoredRole { id, name: role.name, permissions: role.permissions, notes: role.notes, created_at };
-        let body = serde_json::to_value(&stored).map_err(|err| Status::internal(err.to_string()))?;
-        self.core.store().save_auth(AuthTable::Roles, &stored.id, &body).await.map_err(internal)?;
+        let created_at = if role.created_at.is_empty() {
+            now_iso()
+        } else {
+            role.created_at
+        };
+        let stored = StoredRole {
+            id,
+            name: role.name,
+            permissions: role.permissions,
+            notes: role.notes,
+            created_at,
+        };
+        let body =
+            serde_json::to_value(&stored).map_err(|err| Status::internal(err.to_string()))?;
+        self.core
+            .store()
+            .save_auth(AuthTable::Roles, &stored.id, &body)
+            .await
+            .map_err(internal)?;
         self.reload().await?;
         info!(role = stored.name, id = stored.id, "role saved");
         Ok(Response::new(RoleResponse {
-            role: Some(Role { id: stored.id, name: stored.name, permissions: stored.permissions, notes: stored.notes, created_at: stored.created_at }),
+            role: Some(Role {
+                id: stored.id,
+                name: stored.name,
+                permissions: stored.permissions,
+                notes: stored.notes,
+                created_at: stored.created_at,
+            }),
         }))
     }
 
-    async fn delete_role(&self, request: Request<DeleteByIdRequest>) -> Result<Response<DeleteByIdResponse>, Status> {
-        self.check(request.metadata(), "admin:api:roles:delete").await?;
+    async fn delete_role(
+        &self,
+        request: Request<DeleteByIdRequest>,
+    ) -> Result<Response<DeleteByIdResponse>, Status> {
+        self.check(request.metadata(), "admin:api:roles:delete")
+            .await?;
         let id = request.into_inner().id;
-        let deleted = self.core.store().delete_auth(AuthTable::Roles, &id).await.map_err(internal)?;
+        let deleted = self
+            .core
+            .store()
+            .delete_auth(AuthTable::Roles, &id)
+            .await
+            .map_err(internal)?;
         self.reload().await?;
         info!(id, deleted, "role deleted");
         Ok(Response::new(DeleteByIdResponse { deleted }))
     }
 
-    async fn request_jwt(&self, request: Request<RequestJwtRequest>) -> Result<Response<RequestJwtResponse>, Status> {
+    async fn request_jwt(
+        &self,
+        request: Request<RequestJwtRequest>,
+    ) -> Result<Response<RequestJwtResponse>, Status> {
         let (metadata, _, message) = request.into_parts();
-        let unauthorized = || proto::status_from_api_error(&ApiError::new(ErrorKind::Unauthorized, "Unauthorized"));
-        if self.core.auth.authenticate_access_token(&message.access_token, &metadata).await.is_none() {
+        let unauthorized = || {
+            proto::status_from_api_error(&ApiError::new(ErrorKind::Unauthorized, "Unauthorized"))
+        };
+        if self
+            .core
+            .auth
+            .authenticate_access_token(&message.access_token, &metadata)
+            .await
+            .is_none()
+        {
             return Err(unauthorized());
         }
         let directory = self.core.auth.directory();
-        let subject = directory.subject_for_access_token(&self.core.auth.secret, &message.access_token).ok_or_else(unauthorized)?;
+        let subject = directory
+            .subject_for_access_token(&self.core.auth.secret, &message.access_token)
+            .ok_or_else(unauthorized)?;
         let issued = self
             .core
             .auth
@@ -169,9 +295,17 @@ impl Admin for AdminService {
             .roles
             .iter()
             .filter_map(|name| directory.role(name))
-            .map(|role| PermissionGroup { permissions: role.permissions.clone() })
+            .map(|role| PermissionGroup {
+                permissions: role.permissions.clone(),
+            })
             .collect();
         info!(subject = subject.name, "JWT issued");
-        Ok(Response::new(RequestJwtResponse { token: issued.token, sub: subject.name.clone(), permission_groups, iat: issued.iat, exp: issued.exp }))
+        Ok(Response::new(RequestJwtResponse {
+            token: issued.token,
+            sub: subject.name.clone(),
+            permission_groups,
+            iat: issued.iat as i64,
+            exp: issued.exp as i64,
+        }))
     }
 }

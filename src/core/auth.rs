@@ -11,7 +11,12 @@ use tonic::metadata::MetadataMap;
 use tracing::{info, warn};
 
 /// The CRUD actions of APIv3 permissions, with their letters in `Status`.
-pub const ACTIONS: [(&str, char); 4] = [("create", 'c'), ("read", 'r'), ("update", 'u'), ("delete", 'd')];
+pub const ACTIONS: [(&str, char); 4] = [
+    ("create", 'c'),
+    ("read", 'r'),
+    ("update", 'u'),
+    ("delete", 'd'),
+];
 
 /// Resolves credentials and holds what checking them needs.
 pub struct Authenticator {
@@ -49,7 +54,10 @@ impl Authenticator {
             security_enabled,
             store,
         };
-        authenticator.reload().await.map_err(|err| format!("cannot load subjects and roles: {err}"))?;
+        authenticator
+            .reload()
+            .await
+            .map_err(|err| format!("cannot load subjects and roles: {err}"))?;
         Ok(authenticator)
     }
 
@@ -69,7 +77,11 @@ impl Authenticator {
             .into_iter()
             .filter_map(|value| serde_json::from_value(value).ok())
             .collect();
-        info!(subjects = subjects.len(), roles = roles.len(), "authorization directory loaded");
+        info!(
+            subjects = subjects.len(),
+            roles = roles.len(),
+            "authorization directory loaded"
+        );
         *self.directory.write().unwrap() = Arc::new(Directory::new(subjects, roles));
         Ok(())
     }
@@ -118,12 +130,16 @@ impl Authenticator {
     }
 
     /// Resolves a subject's access token only (the Socket.IO `subscribe` credential).
-    pub async fn authenticate_access_token(&self, token: &str, metadata: &MetadataMap) -> Option<Principal> {
+    pub async fn authenticate_access_token(
+        &self,
+        token: &str,
+        metadata: &MetadataMap,
+    ) -> Option<Principal> {
         let ip = client_ip(metadata);
         self.wait_after_failures(&ip).await;
-        let principal = self
-            .directory()
-            .principal_for_access_token(&self.secret, token, &self.default_roles);
+        let principal =
+            self.directory()
+                .principal_for_access_token(&self.secret, token, &self.default_roles);
         if principal.is_none() {
             self.fail(&ip, "unknown access token");
         }
@@ -132,7 +148,11 @@ impl Authenticator {
 
     /// Checks the admin credential of admin calls: `api-secret`, or a bearer
     /// credential holding `permission`.
-    pub async fn authenticate_admin(&self, metadata: &MetadataMap, permission: &str) -> Result<Principal, ApiError> {
+    pub async fn authenticate_admin(
+        &self,
+        metadata: &MetadataMap,
+        permission: &str,
+    ) -> Result<Principal, ApiError> {
         let principal = self.authenticate(metadata).await?;
         require(&principal, permission)?;
         Ok(principal)
@@ -184,7 +204,10 @@ pub fn permission(collection: Collection, action: &str) -> String {
 }
 
 fn text<'a>(metadata: &'a MetadataMap, key: &str) -> Option<&'a str> {
-    metadata.get(key).and_then(|value| value.to_str().ok()).filter(|v| !v.is_empty())
+    metadata
+        .get(key)
+        .and_then(|value| value.to_str().ok())
+        .filter(|v| !v.is_empty())
 }
 
 fn bearer(metadata: &MetadataMap) -> Option<&str> {

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use nightjar_apiv3::search::{self, SearchQuery};
 use nightjar_apiv3::{ApiError, Collection, date, identifier, server_fields, validation};
 use nightjar_auth::Principal;
-use nightjar_store::{Lookup, Operation, SqliteStore, StoreError, StoredDocument, WriteAction, WriteContext};
+use nightjar_store::{
+    Lookup, Operation, SqliteStore, StoreError, StoredDocument, WriteAction, WriteContext,
+};
 use serde_json::{Map, Value};
 use tracing::{error, warn};
 
@@ -58,7 +60,12 @@ pub struct Documents {
 
 impl Documents {
     /// Creates a document, or replaces its duplicate.
-    pub async fn create(&self, caller: &Principal, collection: Collection, body: Value) -> Result<WriteOutcome, ApiError> {
+    pub async fn create(
+        &self,
+        caller: &Principal,
+        collection: Collection,
+        body: Value,
+    ) -> Result<WriteOutcome, ApiError> {
         // 1. Shape the document as the client meant it.
         let mut document = validation::check_body(&body)?.clone();
         date::normalize_dates(&mut document, self.rules.created_at_fallback)?;
@@ -69,7 +76,10 @@ impl Documents {
         }
 
         // 2. Decide between insert and replace inside the write transaction.
-        let lookup = Lookup { identifier: identifier.clone(), fallback: self.fallback_keys(collection, &document) };
+        let lookup = Lookup {
+            identifier: identifier.clone(),
+            fallback: self.fallback_keys(collection, &document),
+        };
         let caller = caller.clone();
         self.write(collection, lookup, move |context: WriteContext| {
             let srv_modified = context.srv_modified;
@@ -117,7 +127,11 @@ impl Documents {
         if_modified_since: Option<i64>,
     ) -> Result<ReadOutcome, ApiError> {
         require(caller, &permission(collection, "read"))?;
-        let stored = self.store.find(collection.name(), identifier).await.map_err(store_error)?;
+        let stored = self
+            .store
+            .find(collection.name(), identifier)
+            .await
+            .map_err(store_error)?;
         let Some(stored) = stored else {
             return Err(ApiError::not_found());
         };
@@ -126,13 +140,19 @@ impl Documents {
         }
 
         let document = readable(collection, stored);
-        let last_modified = document.get("srvModified").and_then(Value::as_i64).unwrap_or(0);
+        let last_modified = document
+            .get("srvModified")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         if let Some(since) = if_modified_since {
             if last_modified / 1000 <= since / 1000 {
                 return Ok(ReadOutcome::NotModified(last_modified));
             }
         }
-        Ok(ReadOutcome::Found(search::project(&document, fields), last_modified))
+        Ok(ReadOutcome::Found(
+            search::project(&document, fields),
+            last_modified,
+        ))
     }
 
     /// Replaces a whole document (PUT), inserting it when the identifier is unknown.
@@ -156,23 +176,45 @@ impl Documents {
         // 2. Insert or replace.
         let identifier = identifier.to_string();
         let caller = caller.clone();
-        self.write(collection, Lookup::by_identifier(identifier.clone()), move |context: WriteContext| {
-            let srv_modified = context.srv_modified;
-            let Some(existing) = context.existing else {
-                require(&caller, &permission(collection, "create"))?;
-                document.insert("srvCreated".into(), srv_modified.into());
+        self.write(
+            collection,
+            Lookup::by_identifier(identifier.clone()),
+            move |context: WriteContext| {
+                let srv_modified = context.srv_modified;
+                let Some(existing) = context.existing else {
+                    require(&caller, &permission(collection, "create"))?;
+                    document.insert("srvCreated".into(), srv_modified.into());
+                    stamp(&mut document, &caller, srv_modified);
+                    let outcome = WriteOutcome {
+                        inserted: true,
+                        identifier,
+                        last_modified: srv_modified,
+                        ..Default::default()
+                    };
+                    return Ok((WriteAction::Insert(document), outcome));
+                };
+                require(&caller, &permission(collection, "update"))?;
+                check_modifiable(collection, &existing, if_unmodified_since)?;
+                validation::check_immutable(&existing.body, &document, false)?;
+                document.insert(
+                    "srvCreated".into(),
+                    stored_srv_created(collection, &existing).into(),
+                );
                 stamp(&mut document, &caller, srv_modified);
-                let outcome = WriteOutcome { inserted: true, identifier, last_modified: srv_modified, ..Default::default() };
-                return Ok((WriteAction::Insert(document), outcome));
-            };
-            require(&caller, &permission(collection, "update"))?;
-            check_modifiable(collection, &existing, if_unmodified_since)?;
-            validation::check_immutable(&existing.body, &document, false)?;
-            document.insert("srvCreated".into(), stored_srv_created(collection, &existing).into());
-            stamp(&mut document, &caller, srv_modified);
-            let outcome = WriteOutcome { identifier, last_modified: srv_modified, ..Default::default() };
-            Ok((WriteAction::Replace { body: document, operation: Operation::Update }, outcome))
-        })
+                let outcome = WriteOutcome {
+                    identifier,
+                    last_modified: srv_modified,
+                    ..Default::default()
+                };
+                Ok((
+                    WriteAction::Replace {
+                        body: document,
+                        operation: Operation::Update,
+                    },
+                    outcome,
+                ))
+            },
+        )
         .await
     }
 
@@ -191,62 +233,108 @@ impl Documents {
 
         let identifier = identifier.to_string();
         let caller = caller.clone();
-        self.write(collection, Lookup::by_identifier(identifier.clone()), move |context: WriteContext| {
-            let Some(existing) = context.existing else {
-                return Err(ApiError::not_found());
-            };
-            check_modifiable(collection, &existing, if_unmodified_since)?;
-            validation::check_immutable(&existing.body, &patch, false)?;
+        self.write(
+            collection,
+            Lookup::by_identifier(identifier.clone()),
+            move |context: WriteContext| {
+                let Some(existing) = context.existing else {
+                    return Err(ApiError::not_found());
+                };
+                check_modifiable(collection, &existing, if_unmodified_since)?;
+                validation::check_immutable(&existing.body, &patch, false)?;
 
-            let mut merged = existing.body.clone();
-            for (field, value) in patch {
-                merged.insert(field, value);
-            }
-            if collection == Collection::Treatments {
-                server_fields::set_treatment_end(&mut merged, Some(&existing.body));
-            }
-            merged.insert("srvModified".into(), context.srv_modified.into());
-            if let Some(name) = caller.subject.as_deref() {
-                merged.insert("modifiedBy".into(), name.into());
-            }
-            merged.entry("identifier").or_insert_with(|| existing.key.clone().into());
-            let outcome = WriteOutcome { identifier, last_modified: context.srv_modified, ..Default::default() };
-            Ok((WriteAction::Replace { body: merged, operation: Operation::Update }, outcome))
-        })
+                let mut merged = existing.body.clone();
+                for (field, value) in patch {
+                    merged.insert(field, value);
+                }
+                if collection == Collection::Treatments {
+                    server_fields::set_treatment_end(&mut merged, Some(&existing.body));
+                }
+                merged.insert("srvModified".into(), context.srv_modified.into());
+                if let Some(name) = caller.subject.as_deref() {
+                    merged.insert("modifiedBy".into(), name.into());
+                }
+                merged
+                    .entry("identifier")
+                    .or_insert_with(|| existing.key.clone().into());
+                let outcome = WriteOutcome {
+                    identifier,
+                    last_modified: context.srv_modified,
+                    ..Default::default()
+                };
+                Ok((
+                    WriteAction::Replace {
+                        body: merged,
+                        operation: Operation::Update,
+                    },
+                    outcome,
+                ))
+            },
+        )
         .await
     }
 
     /// Deletes a document: soft (isValid false) unless `permanent`.
-    pub async fn delete(&self, caller: &Principal, collection: Collection, identifier: &str, permanent: bool) -> Result<WriteOutcome, ApiError> {
+    pub async fn delete(
+        &self,
+        caller: &Principal,
+        collection: Collection,
+        identifier: &str,
+        permanent: bool,
+    ) -> Result<WriteOutcome, ApiError> {
         require(caller, &permission(collection, "delete"))?;
         let identifier = identifier.to_string();
         let caller = caller.clone();
-        self.write(collection, Lookup::by_identifier(identifier.clone()), move |context: WriteContext| {
-            let Some(existing) = context.existing else {
-                return Err(ApiError::not_found());
-            };
-            check_writable(&existing)?;
-            let outcome = WriteOutcome { identifier, last_modified: context.srv_modified, ..Default::default() };
-            if permanent {
-                return Ok((WriteAction::Remove, outcome));
-            }
-            let mut body = existing.body.clone();
-            body.insert("isValid".into(), false.into());
-            body.insert("srvModified".into(), context.srv_modified.into());
-            if let Some(name) = caller.subject.as_deref() {
-                body.insert("modifiedBy".into(), name.into());
-            }
-            body.entry("identifier").or_insert_with(|| existing.key.clone().into());
-            Ok((WriteAction::Replace { body, operation: Operation::Delete }, outcome))
-        })
+        self.write(
+            collection,
+            Lookup::by_identifier(identifier.clone()),
+            move |context: WriteContext| {
+                let Some(existing) = context.existing else {
+                    return Err(ApiError::not_found());
+                };
+                check_writable(&existing)?;
+                let outcome = WriteOutcome {
+                    identifier,
+                    last_modified: context.srv_modified,
+                    ..Default::default()
+                };
+                if permanent {
+                    return Ok((WriteAction::Remove, outcome));
+                }
+                let mut body = existing.body.clone();
+                body.insert("isValid".into(), false.into());
+                body.insert("srvModified".into(), context.srv_modified.into());
+                if let Some(name) = caller.subject.as_deref() {
+                    body.insert("modifiedBy".into(), name.into());
+                }
+                body.entry("identifier")
+                    .or_insert_with(|| existing.key.clone().into());
+                Ok((
+                    WriteAction::Replace {
+                        body,
+                        operation: Operation::Delete,
+                    },
+                    outcome,
+                ))
+            },
+        )
         .await
     }
 
     /// Searches valid documents; `params` are the query pairs as a URL carries them.
-    pub async fn search(&self, caller: &Principal, collection: Collection, params: &[(String, String)]) -> Result<Vec<Map<String, Value>>, ApiError> {
+    pub async fn search(
+        &self,
+        caller: &Principal,
+        collection: Collection,
+        params: &[(String, String)],
+    ) -> Result<Vec<Map<String, Value>>, ApiError> {
         require(caller, &read_permission(collection))?;
         let query: SearchQuery = search::parse_search(params, self.rules.max_limit)?;
-        let stored = self.store.search(collection.name(), &query).await.map_err(store_error)?;
+        let stored = self
+            .store
+            .search(collection.name(), &query)
+            .await
+            .map_err(store_error)?;
         Ok(stored
             .into_iter()
             .map(|doc| search::project(&readable(collection, doc), query.fields.as_deref()))
@@ -270,35 +358,64 @@ impl Documents {
             Some(n) if n >= 1 && n <= i64::from(self.rules.max_limit) => n as u32,
             Some(_) => return Err(ApiError::bad_request("Parameter limit out of tolerance")),
         };
-        let stored = self.store.history(collection.name(), since, inclusive, limit).await.map_err(store_error)?;
-        Ok(stored.into_iter().map(|doc| search::project(&readable(collection, doc), fields)).collect())
+        let stored = self
+            .store
+            .history(collection.name(), since, inclusive, limit)
+            .await
+            .map_err(store_error)?;
+        Ok(stored
+            .into_iter()
+            .map(|doc| search::project(&readable(collection, doc), fields))
+            .collect())
     }
 
-    fn fallback_keys(&self, collection: Collection, document: &Map<String, Value>) -> Vec<(String, Value)> {
+    fn fallback_keys(
+        &self,
+        collection: Collection,
+        document: &Map<String, Value>,
+    ) -> Vec<(String, Value)> {
         if !self.rules.dedup_fallback {
             return Vec::new();
         }
         let fields = collection.dedup_fallback_fields();
         let values: Vec<(String, Value)> = fields
             .iter()
-            .filter_map(|field| document.get(*field).map(|value| (field.to_string(), value.clone())))
+            .filter_map(|field| {
+                document
+                    .get(*field)
+                    .map(|value| (field.to_string(), value.clone()))
+            })
             .collect();
-        if values.is_empty() || values.len() < fields.len() { Vec::new() } else { values }
+        if values.is_empty() || values.len() < fields.len() {
+            Vec::new()
+        } else {
+            values
+        }
     }
 
-    async fn write<T, F>(&self, collection: Collection, lookup: Lookup, plan: F) -> Result<T, ApiError>
+    async fn write<T, F>(
+        &self,
+        collection: Collection,
+        lookup: Lookup,
+        plan: F,
+    ) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(WriteContext) -> Result<(WriteAction, T), ApiError> + Send + 'static,
     {
-        self.store.write(collection.name(), lookup, plan).await.map_err(store_error)
+        self.store
+            .write(collection.name(), lookup, plan)
+            .await
+            .map_err(store_error)
     }
 }
 
 /// Returns the document as reads show it: server dates filled in, identifier present.
 pub fn readable(collection: Collection, stored: StoredDocument) -> Map<String, Value> {
     let mut document = stored.body;
-    document.entry("identifier").or_insert(Value::String(stored.key));
+    document
+        .entry("identifier")
+        .or_insert(Value::String(stored.key));
     server_fields::fill_server_dates(collection, &mut document);
     document
 }
@@ -318,18 +435,29 @@ fn stored_srv_created(collection: Collection, existing: &StoredDocument) -> i64 
 }
 
 fn check_writable(existing: &StoredDocument) -> Result<(), ApiError> {
-    if validation::is_read_only(&existing.body) { Err(ApiError::read_only()) } else { Ok(()) }
+    if validation::is_read_only(&existing.body) {
+        Err(ApiError::read_only())
+    } else {
+        Ok(())
+    }
 }
 
 /// The checks PUT and PATCH share: 410, 422, 412.
-fn check_modifiable(collection: Collection, existing: &StoredDocument, if_unmodified_since: Option<i64>) -> Result<(), ApiError> {
+fn check_modifiable(
+    collection: Collection,
+    existing: &StoredDocument,
+    if_unmodified_since: Option<i64>,
+) -> Result<(), ApiError> {
     if !existing.is_valid() {
         return Err(ApiError::gone());
     }
     check_writable(existing)?;
     if let Some(since) = if_unmodified_since {
         let stored = readable(collection, existing.clone());
-        let modified = stored.get("srvModified").and_then(Value::as_i64).unwrap_or(0);
+        let modified = stored
+            .get("srvModified")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         if modified / 1000 > since / 1000 {
             return Err(ApiError::precondition_failed());
         }
@@ -341,7 +469,10 @@ fn check_modifiable(collection: Collection, existing: &StoredDocument, if_unmodi
 pub fn store_error(err: StoreError) -> ApiError {
     match err {
         StoreError::Rejected(api) => api,
-        StoreError::Closed => ApiError::new(nightjar_apiv3::ErrorKind::Unavailable, "Storage service unavailable"),
+        StoreError::Closed => ApiError::new(
+            nightjar_apiv3::ErrorKind::Unavailable,
+            "Storage service unavailable",
+        ),
         other => {
             error!(cause = %other, "storage operation failed");
             ApiError::internal()

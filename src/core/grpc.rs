@@ -66,7 +66,10 @@ fn documents_response(documents: Vec<serde_json::Map<String, Value>>) -> Documen
         .max()
         .unwrap_or(0);
     let array = Value::Array(documents.into_iter().map(Value::Object).collect());
-    DocumentsResponse { documents: array.to_string().into_bytes(), max_last_modified }
+    DocumentsResponse {
+        documents: array.to_string().into_bytes(),
+        max_last_modified,
+    }
 }
 
 impl StorageService {
@@ -85,23 +88,44 @@ impl StorageService {
 #[tonic::async_trait]
 impl Storage for StorageService {
     async fn create(&self, request: Request<CreateRequest>) -> GrpcResult<WriteResponse> {
-        let caller = self.core.auth.authenticate(request.metadata()).await.map_err(status)?;
+        let caller = self
+            .core
+            .auth
+            .authenticate(request.metadata())
+            .await
+            .map_err(status)?;
         let message = request.into_inner();
         let collection = collection(&message.collection)?;
         let body = json(&message.document)?;
-        let outcome = self.core.documents.create(&caller, collection, body).await.map_err(status)?;
+        let outcome = self
+            .core
+            .documents
+            .create(&caller, collection, body)
+            .await
+            .map_err(status)?;
         debug!(%collection, identifier = outcome.identifier, inserted = outcome.inserted, "create");
         Ok(Response::new(write_response(outcome)))
     }
 
     async fn read(&self, request: Request<ReadRequest>) -> GrpcResult<ReadResponse> {
-        let caller = self.core.auth.authenticate(request.metadata()).await.map_err(status)?;
+        let caller = self
+            .core
+            .auth
+            .authenticate(request.metadata())
+            .await
+            .map_err(status)?;
         let message = request.into_inner();
         let collection = collection(&message.collection)?;
         let outcome = self
             .core
             .documents
-            .read(&caller, collection, &message.identifier, fields(&message.fields), message.if_modified_since)
+            .read(
+                &caller,
+                collection,
+                &message.identifier,
+                fields(&message.fields),
+                message.if_modified_since,
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(match outcome {
@@ -110,40 +134,71 @@ impl Storage for StorageService {
                 last_modified,
                 not_modified: false,
             },
-            ReadOutcome::NotModified(last_modified) => ReadResponse { document: Vec::new(), last_modified, not_modified: true },
+            ReadOutcome::NotModified(last_modified) => ReadResponse {
+                document: Vec::new(),
+                last_modified,
+                not_modified: true,
+            },
         }))
     }
 
     async fn update(&self, request: Request<UpdateRequest>) -> GrpcResult<WriteResponse> {
-        let caller = self.core.auth.authenticate(request.metadata()).await.map_err(status)?;
+        let caller = self
+            .core
+            .auth
+            .authenticate(request.metadata())
+            .await
+            .map_err(status)?;
         let message = request.into_inner();
         let collection = collection(&message.collection)?;
         let body = json(&message.document)?;
         let outcome = self
             .core
             .documents
-            .update(&caller, collection, &message.identifier, body, message.if_unmodified_since)
+            .update(
+                &caller,
+                collection,
+                &message.identifier,
+                body,
+                message.if_unmodified_since,
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(write_response(outcome)))
     }
 
     async fn patch(&self, request: Request<PatchRequest>) -> GrpcResult<WriteResponse> {
-        let caller = self.core.auth.authenticate(request.metadata()).await.map_err(status)?;
+        let caller = self
+            .core
+            .auth
+            .authenticate(request.metadata())
+            .await
+            .map_err(status)?;
         let message = request.into_inner();
         let collection = collection(&message.collection)?;
         let body = json(&message.patch)?;
         let outcome = self
             .core
             .documents
-            .patch(&caller, collection, &message.identifier, body, message.if_unmodified_since)
+            .patch(
+                &caller,
+                collection,
+                &message.identifier,
+                body,
+                message.if_unmodified_since,
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(write_response(outcome)))
     }
 
     async fn delete(&self, request: Request<DeleteRequest>) -> GrpcResult<WriteResponse> {
-        let caller = self.core.auth.authenticate(request.metadata()).await.map_err(status)?;
+        let caller = self
+            .core
+            .auth
+            .authenticate(request.metadata())
+            .await
+            .map_err(status)?;
         let message = request.into_inner();
         let collection = collection(&message.collection)?;
         let outcome = self
@@ -156,29 +211,59 @@ impl Storage for StorageService {
     }
 
     async fn search(&self, request: Request<SearchRequest>) -> GrpcResult<DocumentsResponse> {
-        let caller = self.core.auth.authenticate(request.metadata()).await.map_err(status)?;
+        let caller = self
+            .core
+            .auth
+            .authenticate(request.metadata())
+            .await
+            .map_err(status)?;
         let message = request.into_inner();
         let collection = collection(&message.collection)?;
         let params = search_params(&message);
-        let documents = self.core.documents.search(&caller, collection, &params).await.map_err(status)?;
-        Ok(Response::new(documents_response(documents)))
-    }
-
-    async fn history(&self, request: Request<HistoryRequest>) -> GrpcResult<DocumentsResponse> {
-        let caller = self.core.auth.authenticate(request.metadata()).await.map_err(status)?;
-        let message = request.into_inner();
-        let collection = collection(&message.collection)?;
         let documents = self
             .core
             .documents
-            .history(&caller, collection, message.last_modified, message.inclusive, message.limit, fields(&message.fields))
+            .search(&caller, collection, &params)
             .await
             .map_err(status)?;
         Ok(Response::new(documents_response(documents)))
     }
 
-    async fn last_modified(&self, request: Request<LastModifiedRequest>) -> GrpcResult<LastModifiedResponse> {
-        let caller = self.core.auth.authenticate(request.metadata()).await.map_err(status)?;
+    async fn history(&self, request: Request<HistoryRequest>) -> GrpcResult<DocumentsResponse> {
+        let caller = self
+            .core
+            .auth
+            .authenticate(request.metadata())
+            .await
+            .map_err(status)?;
+        let message = request.into_inner();
+        let collection = collection(&message.collection)?;
+        let documents = self
+            .core
+            .documents
+            .history(
+                &caller,
+                collection,
+                message.last_modified,
+                message.inclusive,
+                message.limit,
+                fields(&message.fields),
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(documents_response(documents)))
+    }
+
+    async fn last_modified(
+        &self,
+        request: Request<LastModifiedRequest>,
+    ) -> GrpcResult<LastModifiedResponse> {
+        let caller = self
+            .core
+            .auth
+            .authenticate(request.metadata())
+            .await
+            .map_err(status)?;
         let mut collections = HashMap::new();
         for collection in Collection::ALL {
             if !caller.can(&read_permission(collection)) {
@@ -191,17 +276,31 @@ impl Storage for StorageService {
                 .await
                 .map_err(|err| status(super::documents::store_error(err)))?;
             let Some(times) = times else { continue };
-            let created_at = times.created_at.as_deref().and_then(nightjar_apiv3::date::parse_timestamp_text);
-            let latest = [times.srv_modified, times.date, created_at].into_iter().flatten().max();
+            let created_at = times
+                .created_at
+                .as_deref()
+                .and_then(nightjar_apiv3::date::parse_timestamp_text);
+            let latest = [times.srv_modified, times.date, created_at]
+                .into_iter()
+                .flatten()
+                .max();
             if let Some(latest) = latest {
                 collections.insert(collection.name().to_string(), latest);
             }
         }
-        Ok(Response::new(LastModifiedResponse { server_time: nightjar_store::sqlite::now_ms(), collections }))
+        Ok(Response::new(LastModifiedResponse {
+            server_time: nightjar_store::sqlite::now_ms(),
+            collections,
+        }))
     }
 
     async fn status(&self, request: Request<StatusRequest>) -> GrpcResult<StatusResponse> {
-        let caller = self.core.auth.authenticate(request.metadata()).await.map_err(status)?;
+        let caller = self
+            .core
+            .auth
+            .authenticate(request.metadata())
+            .await
+            .map_err(status)?;
         let api_permissions = Collection::ALL
             .into_iter()
             .map(|collection| {
@@ -213,7 +312,10 @@ impl Storage for StorageService {
                 (collection.name().to_string(), letters)
             })
             .collect();
-        Ok(Response::new(StatusResponse { version: Some(self.version()), api_permissions }))
+        Ok(Response::new(StatusResponse {
+            version: Some(self.version()),
+            api_permissions,
+        }))
     }
 
     async fn version(&self, _request: Request<VersionRequest>) -> GrpcResult<VersionResponse> {
@@ -222,13 +324,25 @@ impl Storage for StorageService {
 
     async fn authorize(&self, request: Request<AuthorizeRequest>) -> GrpcResult<AuthorizeResponse> {
         let (metadata, _, message) = request.into_parts();
-        let Some(principal) = self.core.auth.authenticate_access_token(&message.access_token, &metadata).await else {
-            return Err(status(ApiError::new(nightjar_apiv3::ErrorKind::Unauthorized, "Missing or bad accessToken")));
+        let Some(principal) = self
+            .core
+            .auth
+            .authenticate_access_token(&message.access_token, &metadata)
+            .await
+        else {
+            return Err(status(ApiError::new(
+                nightjar_apiv3::ErrorKind::Unauthorized,
+                "Missing or bad accessToken",
+            )));
         };
         let requested: Vec<Collection> = if message.collections.is_empty() {
             Collection::ALL.to_vec()
         } else {
-            message.collections.iter().filter_map(|name| Collection::parse(name)).collect()
+            message
+                .collections
+                .iter()
+                .filter_map(|name| Collection::parse(name))
+                .collect()
         };
         let mut collections: Vec<String> = Vec::new();
         for collection in requested {
@@ -237,13 +351,24 @@ impl Storage for StorageService {
                 collections.push(name);
             }
         }
-        Ok(Response::new(AuthorizeResponse { subject: principal.subject.as_deref().unwrap_or_default().to_string(), collections }))
+        Ok(Response::new(AuthorizeResponse {
+            subject: principal.subject.as_deref().unwrap_or_default().to_string(),
+            collections,
+        }))
     }
 
     type WatchChangesStream = Pin<Box<dyn Stream<Item = Result<Change, Status>> + Send + 'static>>;
 
-    async fn watch_changes(&self, request: Request<WatchChangesRequest>) -> GrpcResult<Self::WatchChangesStream> {
-        let caller = self.core.auth.authenticate(request.metadata()).await.map_err(status)?;
+    async fn watch_changes(
+        &self,
+        request: Request<WatchChangesRequest>,
+    ) -> GrpcResult<Self::WatchChangesStream> {
+        let caller = self
+            .core
+            .auth
+            .authenticate(request.metadata())
+            .await
+            .map_err(status)?;
         let message = request.into_inner();
         let stream = super::watch::open(self.core.clone(), &caller, message).await?;
         Ok(Response::new(Box::pin(stream)))
@@ -256,12 +381,20 @@ fn search_params(message: &SearchRequest) -> Vec<(String, String)> {
         .filters
         .iter()
         .map(|f| {
-            let key = if f.operator.is_empty() || f.operator == "eq" { f.field.clone() } else { format!("{}${}", f.field, f.operator) };
+            let key = if f.operator.is_empty() || f.operator == "eq" {
+                f.field.clone()
+            } else {
+                format!("{}${}", f.field, f.operator)
+            };
             (key, f.value.clone())
         })
         .collect();
     if !message.sort.is_empty() {
-        let key = if message.sort_descending { "sort$desc" } else { "sort" };
+        let key = if message.sort_descending {
+            "sort$desc"
+        } else {
+            "sort"
+        };
         params.push((key.into(), message.sort.clone()));
     }
     if let Some(limit) = message.limit {

@@ -57,7 +57,10 @@ impl Core {
             created_at: nightjar_apiv3::date::iso_utc(nightjar_store::sqlite::now_ms()),
         };
         let body = serde_json::to_value(&subject).map_err(|err| err.to_string())?;
-        self.store().save_auth(AuthTable::Subjects, &subject.id, &body).await.map_err(|err| err.to_string())?;
+        self.store()
+            .save_auth(AuthTable::Subjects, &subject.id, &body)
+            .await
+            .map_err(|err| err.to_string())?;
         self.auth.reload().await.map_err(|err| err.to_string())?;
         Ok(nightjar_auth::access_token(&self.auth.secret, &subject))
     }
@@ -87,7 +90,9 @@ impl Running {
             Err(err) => warn!(cause = %err, "gRPC server task failed"),
         }
         let store = self.core.store().clone();
-        tokio::task::spawn_blocking(move || store.close()).await.map_err(|err| err.to_string())?;
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .map_err(|err| err.to_string())?;
         info!("core stopped");
         Ok(())
     }
@@ -96,9 +101,16 @@ impl Running {
 /// Opens the store and starts the gRPC server; returns once it accepts connections.
 pub async fn start(config: CoreConfig, secret: ApiSecret) -> Result<Running, String> {
     // 1. Store and authorization.
-    let store = SqliteStore::open(&config.data_dir).map_err(|err| format!("cannot open the embedded store in {}: {err}", config.data_dir.display()))?;
+    let store = SqliteStore::open(&config.data_dir).map_err(|err| {
+        format!(
+            "cannot open the embedded store in {}: {err}",
+            config.data_dir.display()
+        )
+    })?;
     if !config.api3_security_enable {
-        warn!("API3_SECURITY_ENABLE=false: every request is treated as admin; never run like this in production");
+        warn!(
+            "API3_SECURITY_ENABLE=false: every request is treated as admin; never run like this in production"
+        );
     }
     let auth = Authenticator::new(
         secret,
@@ -117,20 +129,29 @@ pub async fn start(config: CoreConfig, secret: ApiSecret) -> Result<Running, Str
         created_at_fallback: config.api3_created_at_fallback_enabled,
     };
     let core = Arc::new(Core {
-        documents: Documents { store, rules: Arc::new(rules) },
+        documents: Documents {
+            store,
+            rules: Arc::new(rules),
+        },
         auth,
         jwt_lifetime: std::time::Duration::from_secs(config.jwt_lifetime),
         shutdown: shutdown.clone(),
     });
 
     // 3. Listener and server.
-    let listener = TcpListener::bind(config.grpc_addr)
-        .await
-        .map_err(|err| format!("cannot listen on {} (NIGHTJAR_GRPC_ADDR): {err}", config.grpc_addr))?;
+    let listener = TcpListener::bind(config.grpc_addr).await.map_err(|err| {
+        format!(
+            "cannot listen on {} (NIGHTJAR_GRPC_ADDR): {err}",
+            config.grpc_addr
+        )
+    })?;
     let address = listener.local_addr().map_err(|err| err.to_string())?;
     let mut until_stopped = shutdown.clone();
     let server = tonic::transport::Server::builder()
-        .add_service(StorageServer::new(grpc::StorageService::new(core.clone())).max_decoding_message_size(64 * 1024 * 1024))
+        .add_service(
+            StorageServer::new(grpc::StorageService::new(core.clone()))
+                .max_decoding_message_size(64 * 1024 * 1024),
+        )
         .add_service(AdminServer::new(admin::AdminService::new(core.clone())))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             let _ = until_stopped.wait_for(|stopped| *stopped).await;
@@ -144,21 +165,27 @@ pub async fn start(config: CoreConfig, secret: ApiSecret) -> Result<Running, Str
         "core started"
     );
     info!("listening on grpc://{address}");
-    Ok(Running { address, core, server, stop })
+    Ok(Running {
+        address,
+        core,
+        server,
+        stop,
+    })
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(err) => {
-                warn!(cause = %err, "cannot listen for SIGTERM; only Ctrl-C stops the process");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(err) => {
+                    warn!(cause = %err, "cannot listen for SIGTERM; only Ctrl-C stops the process");
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = terminate.recv() => {}
             _ = tokio::signal::ctrl_c() => {}

@@ -26,12 +26,20 @@ const QUEUE: usize = 1024;
 
 /// Starts a watch for `caller`; fails when no requested collection is readable or
 /// the cursor is malformed.
-pub async fn open(core: Arc<Core>, caller: &Principal, request: WatchChangesRequest) -> Result<ReceiverStream<Result<Change, Status>>, Status> {
+pub async fn open(
+    core: Arc<Core>,
+    caller: &Principal,
+    request: WatchChangesRequest,
+) -> Result<ReceiverStream<Result<Change, Status>>, Status> {
     // 1. Collections: the requested ones the caller may read, all readable when none requested.
     let requested: Vec<Collection> = if request.collections.is_empty() {
         Collection::ALL.to_vec()
     } else {
-        request.collections.iter().filter_map(|name| Collection::parse(name)).collect()
+        request
+            .collections
+            .iter()
+            .filter_map(|name| Collection::parse(name))
+            .collect()
     };
     let collections: Vec<String> = requested
         .into_iter()
@@ -39,7 +47,10 @@ pub async fn open(core: Arc<Core>, caller: &Principal, request: WatchChangesRequ
         .map(|c| c.name().to_string())
         .collect();
     if collections.is_empty() {
-        let error = ApiError::new(ErrorKind::Forbidden, "Unauthorized to receive any collection");
+        let error = ApiError::new(
+            ErrorKind::Forbidden,
+            "Unauthorized to receive any collection",
+        );
         return Err(proto::status_from_api_error(&error));
     }
 
@@ -47,31 +58,49 @@ pub async fn open(core: Arc<Core>, caller: &Principal, request: WatchChangesRequ
     let cursor = if request.cursor.is_empty() {
         core.store().head()
     } else {
-        request
-            .cursor
-            .parse::<i64>()
-            .map_err(|_| Status::invalid_argument(format!("invalid cursor {:?}: expected a cursor from a Change", request.cursor)))?
+        request.cursor.parse::<i64>().map_err(|_| {
+            Status::invalid_argument(format!(
+                "invalid cursor {:?}: expected a cursor from a Change",
+                request.cursor
+            ))
+        })?
     };
 
     let (sender, receiver) = mpsc::channel(QUEUE);
-    let subject = caller.subject.as_deref().unwrap_or("api-secret").to_string();
+    let subject = caller
+        .subject
+        .as_deref()
+        .unwrap_or("api-secret")
+        .to_string();
     info!(subject, cursor, collections = ?collections, "change stream opened");
     tokio::spawn(follow(core, collections, cursor, sender, subject));
     Ok(ReceiverStream::new(receiver))
 }
 
 /// Sends every change after `cursor` until the consumer goes away or core stops.
-async fn follow(core: Arc<Core>, collections: Vec<String>, mut cursor: i64, sender: mpsc::Sender<Result<Change, Status>>, subject: String) {
+async fn follow(
+    core: Arc<Core>,
+    collections: Vec<String>,
+    mut cursor: i64,
+    sender: mpsc::Sender<Result<Change, Status>>,
+    subject: String,
+) {
     let mut head = core.store().watch_head();
     let mut shutdown = core.shutdown.clone();
     loop {
         // Everything up to this head was committed before the scan below starts.
         let seen_head = *head.borrow_and_update();
-        let batch = match core.store().changes_after(cursor, collections.clone(), BATCH).await {
+        let batch = match core
+            .store()
+            .changes_after(cursor, collections.clone(), BATCH)
+            .await
+        {
             Ok(batch) => batch,
             Err(err) => {
                 warn!(subject, cursor, cause = %err, "change stream cannot read the feed");
-                let _ = sender.send(Err(Status::unavailable("change feed unavailable"))).await;
+                let _ = sender
+                    .send(Err(Status::unavailable("change feed unavailable")))
+                    .await;
                 return;
             }
         };
@@ -82,7 +111,7 @@ async fn follow(core: Arc<Core>, collections: Vec<String>, mut cursor: i64, send
             cursor = cursor.max(seen_head);
             tokio::select! {
                 changed = head.changed() => if changed.is_err() { return },
-                _ = shutdown.wait_for(|stopped| *stopped) => {
+                _ = shutdown.changed() => {
                     let _ = sender.send(Err(Status::unavailable("core is shutting down"))).await;
                     return;
                 }
@@ -114,7 +143,10 @@ pub fn to_message(change: nightjar_store::Change) -> Change {
         collection: change.collection,
         operation: operation as i32,
         identifier: change.identifier,
-        document: change.document.map(|d| serde_json::Value::Object(d).to_string().into_bytes()).unwrap_or_default(),
+        document: change
+            .document
+            .map(|d| serde_json::Value::Object(d).to_string().into_bytes())
+            .unwrap_or_default(),
         server_modified: change.srv_modified,
     }
 }

@@ -24,10 +24,22 @@ type Peer = ConnectInfo<SocketAddr>;
 /// Returns the `/api/v2/authorization` routes.
 pub fn routes() -> Router<Arc<Edge>> {
     Router::new()
-        .route("/api/v2/authorization/request/{access_token}", get(request_jwt))
-        .route("/api/v2/authorization/subjects", get(list_subjects).post(save_subject).put(save_subject))
-        .route("/api/v2/authorization/subjects/{id}", delete(delete_subject))
-        .route("/api/v2/authorization/roles", get(list_roles).post(save_role).put(save_role))
+        .route(
+            "/api/v2/authorization/request/{access_token}",
+            get(request_jwt),
+        )
+        .route(
+            "/api/v2/authorization/subjects",
+            get(list_subjects).post(save_subject).put(save_subject),
+        )
+        .route(
+            "/api/v2/authorization/subjects/{id}",
+            delete(delete_subject),
+        )
+        .route(
+            "/api/v2/authorization/roles",
+            get(list_roles).post(save_role).put(save_role),
+        )
         .route("/api/v2/authorization/roles/{id}", delete(delete_role))
 }
 
@@ -41,12 +53,21 @@ fn admin_request<T>(message: T, headers: &HeaderMap, peer: SocketAddr) -> tonic:
     request
 }
 
-async fn request_jwt(State(edge): Shared, Path(access_token): Path<String>, headers: HeaderMap, ConnectInfo(peer): Peer) -> Response {
+async fn request_jwt(
+    State(edge): Shared,
+    Path(access_token): Path<String>,
+    headers: HeaderMap,
+    ConnectInfo(peer): Peer,
+) -> Response {
     let request = to_core(RequestJwtRequest { access_token }, &headers, None, peer);
     match edge.admin.clone().request_jwt(request).await {
         Ok(reply) => {
             let reply = reply.into_inner();
-            let groups: Vec<Value> = reply.permission_groups.into_iter().map(|g| json!(g.permissions)).collect();
+            let groups: Vec<Value> = reply
+                .permission_groups
+                .into_iter()
+                .map(|g| json!(g.permissions))
+                .collect();
             let body = json!({ "token": reply.token, "sub": reply.sub, "permissionGroups": groups, "iat": reply.iat, "exp": reply.exp });
             plain_json(body)
         }
@@ -67,14 +88,24 @@ async fn object_body(edge: &Edge, body: Body) -> Result<serde_json::Map<String, 
 
 fn strings(value: Option<&Value>) -> Vec<String> {
     match value {
-        Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
-        Some(Value::String(text)) => text.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        Some(Value::String(text)) => text
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
         _ => Vec::new(),
     }
 }
 
 fn text(value: Option<&Value>) -> String {
-    value.and_then(Value::as_str).unwrap_or_default().to_string()
+    value
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn subject_json(subject: &Subject) -> Value {
@@ -98,14 +129,35 @@ fn role_json(role: &Role) -> Value {
     })
 }
 
-async fn list_subjects(State(edge): Shared, headers: HeaderMap, ConnectInfo(peer): Peer) -> Response {
-    match edge.admin.clone().list_subjects(admin_request(ListSubjectsRequest {}, &headers, peer)).await {
-        Ok(reply) => plain_json(Value::Array(reply.into_inner().subjects.iter().map(subject_json).collect())),
+async fn list_subjects(
+    State(edge): Shared,
+    headers: HeaderMap,
+    ConnectInfo(peer): Peer,
+) -> Response {
+    match edge
+        .admin
+        .clone()
+        .list_subjects(admin_request(ListSubjectsRequest {}, &headers, peer))
+        .await
+    {
+        Ok(reply) => plain_json(Value::Array(
+            reply
+                .into_inner()
+                .subjects
+                .iter()
+                .map(subject_json)
+                .collect(),
+        )),
         Err(status) => status_reply(&status),
     }
 }
 
-async fn save_subject(State(edge): Shared, headers: HeaderMap, ConnectInfo(peer): Peer, body: Body) -> Response {
+async fn save_subject(
+    State(edge): Shared,
+    headers: HeaderMap,
+    ConnectInfo(peer): Peer,
+    body: Body,
+) -> Response {
     let body = match object_body(&edge, body).await {
         Ok(body) => body,
         Err(reply) => return reply,
@@ -118,15 +170,33 @@ async fn save_subject(State(edge): Shared, headers: HeaderMap, ConnectInfo(peer)
         created_at: text(body.get("created_at")),
         access_token: String::new(),
     };
-    let request = admin_request(SaveSubjectRequest { subject: Some(subject) }, &headers, peer);
+    let request = admin_request(
+        SaveSubjectRequest {
+            subject: Some(subject),
+        },
+        &headers,
+        peer,
+    );
     match edge.admin.clone().save_subject(request).await {
-        Ok(reply) => plain_json(subject_json(&reply.into_inner().subject.unwrap_or_default())),
+        Ok(reply) => plain_json(subject_json(
+            &reply.into_inner().subject.unwrap_or_default(),
+        )),
         Err(status) => status_reply(&status),
     }
 }
 
-async fn delete_subject(State(edge): Shared, Path(id): Path<String>, headers: HeaderMap, ConnectInfo(peer): Peer) -> Response {
-    match edge.admin.clone().delete_subject(admin_request(DeleteByIdRequest { id }, &headers, peer)).await {
+async fn delete_subject(
+    State(edge): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ConnectInfo(peer): Peer,
+) -> Response {
+    match edge
+        .admin
+        .clone()
+        .delete_subject(admin_request(DeleteByIdRequest { id }, &headers, peer))
+        .await
+    {
         Ok(reply) if reply.get_ref().deleted => json_reply(200, json!({})),
         Ok(_) => error_reply(&ApiError::not_found()),
         Err(status) => status_reply(&status),
@@ -134,13 +204,25 @@ async fn delete_subject(State(edge): Shared, Path(id): Path<String>, headers: He
 }
 
 async fn list_roles(State(edge): Shared, headers: HeaderMap, ConnectInfo(peer): Peer) -> Response {
-    match edge.admin.clone().list_roles(admin_request(ListRolesRequest {}, &headers, peer)).await {
-        Ok(reply) => plain_json(Value::Array(reply.into_inner().roles.iter().map(role_json).collect())),
+    match edge
+        .admin
+        .clone()
+        .list_roles(admin_request(ListRolesRequest {}, &headers, peer))
+        .await
+    {
+        Ok(reply) => plain_json(Value::Array(
+            reply.into_inner().roles.iter().map(role_json).collect(),
+        )),
         Err(status) => status_reply(&status),
     }
 }
 
-async fn save_role(State(edge): Shared, headers: HeaderMap, ConnectInfo(peer): Peer, body: Body) -> Response {
+async fn save_role(
+    State(edge): Shared,
+    headers: HeaderMap,
+    ConnectInfo(peer): Peer,
+    body: Body,
+) -> Response {
     let body = match object_body(&edge, body).await {
         Ok(body) => body,
         Err(reply) => return reply,
@@ -159,8 +241,18 @@ async fn save_role(State(edge): Shared, headers: HeaderMap, ConnectInfo(peer): P
     }
 }
 
-async fn delete_role(State(edge): Shared, Path(id): Path<String>, headers: HeaderMap, ConnectInfo(peer): Peer) -> Response {
-    match edge.admin.clone().delete_role(admin_request(DeleteByIdRequest { id }, &headers, peer)).await {
+async fn delete_role(
+    State(edge): Shared,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ConnectInfo(peer): Peer,
+) -> Response {
+    match edge
+        .admin
+        .clone()
+        .delete_role(admin_request(DeleteByIdRequest { id }, &headers, peer))
+        .await
+    {
         Ok(reply) if reply.get_ref().deleted => json_reply(200, json!({})),
         Ok(_) => error_reply(&ApiError::not_found()),
         Err(status) => status_reply(&status),

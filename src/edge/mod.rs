@@ -60,6 +60,7 @@ pub async fn run(config: EdgeConfig, core_url: String, secret: ApiSecret) -> Res
     let app = Router::new()
         .merge(rest::routes())
         .merge(authorization::routes())
+        .fallback(rest::unknown)
         .with_state(edge.clone())
         .layer(socket_layer)
         .layer(CorsLayer::permissive());
@@ -70,12 +71,19 @@ pub async fn run(config: EdgeConfig, core_url: String, secret: ApiSecret) -> Res
         .await
         .map_err(|err| format!("cannot listen on {address} (HOSTNAME and PORT): {err}"))?;
     let local = listener.local_addr().map_err(|err| err.to_string())?;
-    info!(core = core_url, version = env!("CARGO_PKG_VERSION"), "edge started");
+    info!(
+        core = core_url,
+        version = env!("CARGO_PKG_VERSION"),
+        "edge started"
+    );
     info!("listening on http://{local}");
 
-    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(crate::core::wait_for_signal())
-        .await;
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(crate::core::wait_for_signal())
+    .await;
     upstream.abort();
     info!("edge stopped");
     served.map_err(|err| format!("HTTP server failed: {err}"))

@@ -18,7 +18,12 @@ pub fn json_reply(status: u16, fields: Value) -> Response {
         body.extend(extra);
     }
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (code, [(header::CONTENT_TYPE, "application/json; charset=utf-8")], Value::Object(body).to_string()).into_response()
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        Value::Object(body).to_string(),
+    )
+        .into_response()
 }
 
 /// Builds the reply for an APIv3 error; an empty message is left out.
@@ -42,7 +47,12 @@ pub fn status_reply(status: &tonic::Status) -> Response {
 }
 
 /// Wraps `message` in a gRPC request carrying the caller's credential, IP and a request id.
-pub fn to_core<T>(message: T, headers: &HeaderMap, query_token: Option<&str>, peer: SocketAddr) -> tonic::Request<T> {
+pub fn to_core<T>(
+    message: T,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+    peer: SocketAddr,
+) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     let metadata = request.metadata_mut();
 
@@ -79,7 +89,8 @@ pub fn http_date(epoch_ms: i64) -> HeaderValue {
         .unwrap_or_default()
         .format("%a, %d %b %Y %H:%M:%S GMT")
         .to_string();
-    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+    HeaderValue::from_str(&text)
+        .unwrap_or(HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
 }
 
 /// Parses a date header (HTTP date, ISO 8601 or epoch) into epoch milliseconds.

@@ -4,12 +4,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use nightjar_apiv3::format::{self, OutputFormat};
 use nightjar_apiv3::{ApiError, ErrorKind};
 use serde_json::{Map, Value, json};
@@ -31,16 +31,15 @@ pub fn routes() -> Router<Arc<Edge>> {
         .route("/api/v3/{collection}", get(search).post(create))
         .route("/api/v3/{collection}/history", get(history))
         .route("/api/v3/{collection}/history/{since}", get(history_since))
-        .route("/api/v3/{collection}/{identifier}", get(read).put(update).patch(patch).delete(delete))
-        .route("/api/v3", get(unknown))
-        .route("/api/v3/{*rest}", get(unknown).post(unknown).put(unknown).patch(unknown).delete(unknown))
+        .route(
+            "/api/v3/{collection}/{identifier}",
+            get(read).put(update).patch(patch).delete(delete),
+        )
 }
 
 /// The query string as ordered pairs, percent-decoded.
 fn query_pairs(raw: &Option<String>) -> Vec<(String, String)> {
-    raw.as_deref()
-        .map(|q| form_pairs(q))
-        .unwrap_or_default()
+    raw.as_deref().map(|q| form_pairs(q)).unwrap_or_default()
 }
 
 fn form_pairs(query: &str) -> Vec<(String, String)> {
@@ -48,13 +47,16 @@ fn form_pairs(query: &str) -> Vec<(String, String)> {
 }
 
 fn query_value<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// Splits a known format extension off a path segment: `entries.csv` → (`entries`, Csv).
 fn split_extension(segment: &str) -> (&str, Option<OutputFormat>) {
     if let Some((name, extension)) = segment.rsplit_once('.') {
-        if let Some(format) = format::from_extension(extension) {
+        if let Some(format) = OutputFormat::from_extension(extension) {
             return (name, Some(format));
         }
     }
@@ -62,16 +64,26 @@ fn split_extension(segment: &str) -> (&str, Option<OutputFormat>) {
 }
 
 /// Picks the output format: the extension wins, then the Accept header.
-fn output_format(extension: Option<OutputFormat>, headers: &HeaderMap) -> Result<OutputFormat, ApiError> {
+fn output_format(
+    extension: Option<OutputFormat>,
+    headers: &HeaderMap,
+) -> Result<OutputFormat, ApiError> {
     match extension {
         Some(format) => Ok(format),
-        None => format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok())),
+        None => {
+            OutputFormat::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))
+        }
     }
 }
 
 /// Reads the body up to the configured limit; larger bodies are 413.
 async fn body_bytes(edge: &Edge, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Response> {
-    let too_large = || error_reply(&ApiError::new(ErrorKind::PayloadTooLarge, "Request body too large"));
+    let too_large = || {
+        error_reply(&ApiError::new(
+            ErrorKind::PayloadTooLarge,
+            "Request body too large",
+        ))
+    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -88,16 +100,31 @@ async fn body_bytes(edge: &Edge, headers: &HeaderMap, body: Body) -> Result<Vec<
 fn document_reply(format: OutputFormat, status: u16, result: Value) -> Response {
     match (format, &result) {
         (OutputFormat::Json, _) => json_reply(status, json!({ "result": result })),
-        (OutputFormat::Csv, Value::Array(items)) => text_reply("text/csv; charset=utf-8", format::render_csv(&objects(items))),
-        (OutputFormat::Csv, Value::Object(item)) => text_reply("text/csv; charset=utf-8", format::render_csv(std::slice::from_ref(item))),
-        (OutputFormat::Xml, Value::Array(items)) => text_reply("application/xml; charset=utf-8", format::render_xml_items(&objects(items))),
-        (OutputFormat::Xml, Value::Object(item)) => text_reply("application/xml; charset=utf-8", format::render_xml_item(item)),
+        (OutputFormat::Csv, Value::Array(items)) => text_reply(
+            "text/csv; charset=utf-8",
+            format::render_csv(&objects(items)),
+        ),
+        (OutputFormat::Csv, Value::Object(item)) => text_reply(
+            "text/csv; charset=utf-8",
+            format::render_csv(std::slice::from_ref(item)),
+        ),
+        (OutputFormat::Xml, Value::Array(items)) => text_reply(
+            "application/xml; charset=utf-8",
+            format::render_xml_items(&objects(items)),
+        ),
+        (OutputFormat::Xml, Value::Object(item)) => text_reply(
+            "application/xml; charset=utf-8",
+            format::render_xml_item(item),
+        ),
         _ => json_reply(status, json!({ "result": result })),
     }
 }
 
 fn objects(items: &[Value]) -> Vec<Map<String, Value>> {
-    items.iter().filter_map(|v| v.as_object().cloned()).collect()
+    items
+        .iter()
+        .filter_map(|v| v.as_object().cloned())
+        .collect()
 }
 
 fn text_reply(content_type: &'static str, text: String) -> Response {
@@ -123,12 +150,21 @@ fn parse_json_array(bytes: &[u8]) -> Value {
 fn fields_param(pairs: &[(String, String)]) -> Vec<String> {
     match query_value(pairs, "fields") {
         None | Some("_all") | Some("") => Vec::new(),
-        Some(list) => list.split(',').map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect(),
+        Some(list) => list
+            .split(',')
+            .map(|f| f.trim().to_string())
+            .filter(|f| !f.is_empty())
+            .collect(),
     }
 }
 
-async fn unknown() -> Response {
-    error_reply(&ApiError::bad_collection())
+/// Replies to paths no route matches: APIv3's 404 under `/api/v3`, a plain 404 elsewhere.
+pub async fn unknown(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/v3") {
+        error_reply(&ApiError::bad_collection())
+    } else {
+        error_reply(&ApiError::new(ErrorKind::NotFound, "Not found"))
+    }
 }
 
 async fn version(State(edge): Shared, headers: HeaderMap, ConnectInfo(peer): Peer) -> Response {
@@ -149,15 +185,29 @@ fn version_json(version: &VersionResponse) -> Value {
     })
 }
 
-async fn status(State(edge): Shared, headers: HeaderMap, RawQuery(raw): RawQuery, ConnectInfo(peer): Peer) -> Response {
+async fn status(
+    State(edge): Shared,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    ConnectInfo(peer): Peer,
+) -> Response {
     let pairs = query_pairs(&raw);
-    let request = to_core(StatusRequest {}, &headers, query_value(&pairs, "token"), peer);
+    let request = to_core(
+        StatusRequest {},
+        &headers,
+        query_value(&pairs, "token"),
+        peer,
+    );
     match edge.storage.clone().status(request).await {
         Ok(reply) => {
             let reply = reply.into_inner();
             let version = reply.version.unwrap_or_default();
             let mut result = version_json(&version);
-            let permissions: Map<String, Value> = reply.api_permissions.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+            let permissions: Map<String, Value> = reply
+                .api_permissions
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
             result["apiPermissions"] = Value::Object(permissions);
             json_reply(200, json!({ "result": result }))
         }
@@ -165,14 +215,31 @@ async fn status(State(edge): Shared, headers: HeaderMap, RawQuery(raw): RawQuery
     }
 }
 
-async fn last_modified(State(edge): Shared, headers: HeaderMap, RawQuery(raw): RawQuery, ConnectInfo(peer): Peer) -> Response {
+async fn last_modified(
+    State(edge): Shared,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    ConnectInfo(peer): Peer,
+) -> Response {
     let pairs = query_pairs(&raw);
-    let request = to_core(LastModifiedRequest {}, &headers, query_value(&pairs, "token"), peer);
+    let request = to_core(
+        LastModifiedRequest {},
+        &headers,
+        query_value(&pairs, "token"),
+        peer,
+    );
     match edge.storage.clone().last_modified(request).await {
         Ok(reply) => {
             let reply = reply.into_inner();
-            let collections: Map<String, Value> = reply.collections.into_iter().map(|(k, v)| (k, v.into())).collect();
-            json_reply(200, json!({ "result": { "srvDate": reply.server_time, "collections": collections } }))
+            let collections: Map<String, Value> = reply
+                .collections
+                .into_iter()
+                .map(|(k, v)| (k, v.into()))
+                .collect();
+            json_reply(
+                200,
+                json!({ "result": { "srvDate": reply.server_time, "collections": collections } }),
+            )
         }
         Err(status) => status_reply(&status),
     }
@@ -180,13 +247,27 @@ async fn last_modified(State(edge): Shared, headers: HeaderMap, RawQuery(raw): R
 
 /// `GET /api/v3/test`: a development aid that exists only when `CI` is set; it
 /// authenticates and demands `api:entries:read`.
-async fn test(State(edge): Shared, headers: HeaderMap, RawQuery(raw): RawQuery, ConnectInfo(peer): Peer) -> Response {
+async fn test(
+    State(edge): Shared,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    ConnectInfo(peer): Peer,
+) -> Response {
     if !edge.test_route {
         return error_reply(&ApiError::bad_collection());
     }
     let pairs = query_pairs(&raw);
-    let filter = Filter { field: "identifier".into(), operator: "eq".into(), value: "'-'".into() };
-    let message = SearchRequest { collection: "entries".into(), filters: vec![filter], limit: Some(1), ..Default::default() };
+    let filter = Filter {
+        field: "identifier".into(),
+        operator: "eq".into(),
+        value: "'-'".into(),
+    };
+    let message = SearchRequest {
+        collection: "entries".into(),
+        filters: vec![filter],
+        limit: Some(1),
+        ..Default::default()
+    };
     let request = to_core(message, &headers, query_value(&pairs, "token"), peer);
     match edge.storage.clone().search(request).await {
         Ok(_) => StatusCode::OK.into_response(),
@@ -194,7 +275,14 @@ async fn test(State(edge): Shared, headers: HeaderMap, RawQuery(raw): RawQuery, 
     }
 }
 
-async fn create(State(edge): Shared, Path(collection): Path<String>, headers: HeaderMap, RawQuery(raw): RawQuery, ConnectInfo(peer): Peer, body: Body) -> Response {
+async fn create(
+    State(edge): Shared,
+    Path(collection): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    ConnectInfo(peer): Peer,
+    body: Body,
+) -> Response {
     if let Err(reply) = collection_or_404(&collection) {
         return reply;
     }
@@ -203,7 +291,15 @@ async fn create(State(edge): Shared, Path(collection): Path<String>, headers: He
         Err(reply) => return reply,
     };
     let pairs = query_pairs(&raw);
-    let request = to_core(CreateRequest { collection: collection.clone(), document }, &headers, query_value(&pairs, "token"), peer);
+    let request = to_core(
+        CreateRequest {
+            collection: collection.clone(),
+            document,
+        },
+        &headers,
+        query_value(&pairs, "token"),
+        peer,
+    );
     match edge.storage.clone().create(request).await {
         Ok(reply) => write_reply(&collection, reply.into_inner()),
         Err(status) => status_reply(&status),
@@ -212,7 +308,8 @@ async fn create(State(edge): Shared, Path(collection): Path<String>, headers: He
 
 /// The reply of create and of a PUT that inserted or replaced.
 fn write_reply(collection: &str, outcome: WriteResponse) -> Response {
-    let mut fields = json!({ "identifier": outcome.identifier, "lastModified": outcome.last_modified });
+    let mut fields =
+        json!({ "identifier": outcome.identifier, "lastModified": outcome.last_modified });
     let status = if outcome.inserted { 201 } else { 200 };
     if outcome.deduplicated {
         fields["isDeduplication"] = true.into();
@@ -226,10 +323,20 @@ fn write_reply(collection: &str, outcome: WriteResponse) -> Response {
         Ok(value) => with_header(response, header::LOCATION, value),
         Err(_) => response,
     };
-    with_header(response, header::LAST_MODIFIED, http_date(outcome.last_modified))
+    with_header(
+        response,
+        header::LAST_MODIFIED,
+        http_date(outcome.last_modified),
+    )
 }
 
-async fn read(State(edge): Shared, Path((collection, identifier)): Path<(String, String)>, headers: HeaderMap, RawQuery(raw): RawQuery, ConnectInfo(peer): Peer) -> Response {
+async fn read(
+    State(edge): Shared,
+    Path((collection, identifier)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    ConnectInfo(peer): Peer,
+) -> Response {
     if let Err(reply) = collection_or_404(&collection) {
         return reply;
     }
@@ -250,16 +357,31 @@ async fn read(State(edge): Shared, Path((collection, identifier)): Path<(String,
         Ok(reply) => {
             let reply = reply.into_inner();
             if reply.not_modified {
-                return with_header(StatusCode::NOT_MODIFIED.into_response(), header::LAST_MODIFIED, http_date(reply.last_modified));
+                return with_header(
+                    StatusCode::NOT_MODIFIED.into_response(),
+                    header::LAST_MODIFIED,
+                    http_date(reply.last_modified),
+                );
             }
             let document: Value = serde_json::from_slice(&reply.document).unwrap_or(Value::Null);
-            with_header(document_reply(format, 200, document), header::LAST_MODIFIED, http_date(reply.last_modified))
+            with_header(
+                document_reply(format, 200, document),
+                header::LAST_MODIFIED,
+                http_date(reply.last_modified),
+            )
         }
         Err(status) => status_reply(&status),
     }
 }
 
-async fn update(State(edge): Shared, Path((collection, identifier)): Path<(String, String)>, headers: HeaderMap, RawQuery(raw): RawQuery, ConnectInfo(peer): Peer, body: Body) -> Response {
+async fn update(
+    State(edge): Shared,
+    Path((collection, identifier)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    ConnectInfo(peer): Peer,
+    body: Body,
+) -> Response {
     if let Err(reply) = collection_or_404(&collection) {
         return reply;
     }
@@ -282,14 +404,25 @@ async fn update(State(edge): Shared, Path((collection, identifier)): Path<(Strin
                 write_reply(&collection, reply)
             } else {
                 let response = json_reply(200, json!({ "lastModified": reply.last_modified }));
-                with_header(response, header::LAST_MODIFIED, http_date(reply.last_modified))
+                with_header(
+                    response,
+                    header::LAST_MODIFIED,
+                    http_date(reply.last_modified),
+                )
             }
         }
         Err(status) => status_reply(&status),
     }
 }
 
-async fn patch(State(edge): Shared, Path((collection, identifier)): Path<(String, String)>, headers: HeaderMap, RawQuery(raw): RawQuery, ConnectInfo(peer): Peer, body: Body) -> Response {
+async fn patch(
+    State(edge): Shared,
+    Path((collection, identifier)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    ConnectInfo(peer): Peer,
+    body: Body,
+) -> Response {
     if let Err(reply) = collection_or_404(&collection) {
         return reply;
     }
@@ -298,21 +431,40 @@ async fn patch(State(edge): Shared, Path((collection, identifier)): Path<(String
         Err(reply) => return reply,
     };
     let pairs = query_pairs(&raw);
-    let message = PatchRequest { collection, identifier, patch, if_unmodified_since: header_date(&headers, header::IF_UNMODIFIED_SINCE) };
+    let message = PatchRequest {
+        collection,
+        identifier,
+        patch,
+        if_unmodified_since: header_date(&headers, header::IF_UNMODIFIED_SINCE),
+    };
     let request = to_core(message, &headers, query_value(&pairs, "token"), peer);
     match edge.storage.clone().patch(request).await {
-        Ok(reply) => with_header(json_reply(200, json!({})), header::LAST_MODIFIED, http_date(reply.into_inner().last_modified)),
+        Ok(reply) => with_header(
+            json_reply(200, json!({})),
+            header::LAST_MODIFIED,
+            http_date(reply.into_inner().last_modified),
+        ),
         Err(status) => status_reply(&status),
     }
 }
 
-async fn delete(State(edge): Shared, Path((collection, identifier)): Path<(String, String)>, headers: HeaderMap, RawQuery(raw): RawQuery, ConnectInfo(peer): Peer) -> Response {
+async fn delete(
+    State(edge): Shared,
+    Path((collection, identifier)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    ConnectInfo(peer): Peer,
+) -> Response {
     if let Err(reply) = collection_or_404(&collection) {
         return reply;
     }
     let pairs = query_pairs(&raw);
     let permanent = query_value(&pairs, "permanent") == Some("true");
-    let message = DeleteRequest { collection, identifier, permanent };
+    let message = DeleteRequest {
+        collection,
+        identifier,
+        permanent,
+    };
     let request = to_core(message, &headers, query_value(&pairs, "token"), peer);
     match edge.storage.clone().delete(request).await {
         Ok(_) => json_reply(200, json!({})),
@@ -321,9 +473,23 @@ async fn delete(State(edge): Shared, Path((collection, identifier)): Path<(Strin
 }
 
 /// Query names that are not filters.
-const RESERVED: [&str; 7] = ["token", "sort", "sort$desc", "limit", "skip", "fields", "now"];
+const RESERVED: [&str; 7] = [
+    "token",
+    "sort",
+    "sort$desc",
+    "limit",
+    "skip",
+    "fields",
+    "now",
+];
 
-async fn search(State(edge): Shared, Path(collection): Path<String>, headers: HeaderMap, RawQuery(raw): RawQuery, ConnectInfo(peer): Peer) -> Response {
+async fn search(
+    State(edge): Shared,
+    Path(collection): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    ConnectInfo(peer): Peer,
+) -> Response {
     let (collection, extension) = split_extension(&collection);
     if let Err(reply) = collection_or_404(collection) {
         return reply;
@@ -349,7 +515,9 @@ fn search_request(collection: &str, pairs: &[(String, String)]) -> Result<Search
     let sort = query_value(pairs, "sort");
     let sort_desc = query_value(pairs, "sort$desc");
     if sort.is_some() && sort_desc.is_some() {
-        return Err(ApiError::bad_request("Parameters sort and sort_desc cannot be combined"));
+        return Err(ApiError::bad_request(
+            "Parameters sort and sort_desc cannot be combined",
+        ));
     }
     let limit = integer_param(pairs, "limit", "Parameter limit out of tolerance")?;
     let skip = integer_param(pairs, "skip", "Parameter skip out of tolerance")?;
@@ -358,7 +526,11 @@ fn search_request(collection: &str, pairs: &[(String, String)]) -> Result<Search
         .filter(|(key, _)| !RESERVED.contains(&key.as_str()))
         .map(|(key, value)| {
             let (field, operator) = key.split_once('$').unwrap_or((key.as_str(), "eq"));
-            Filter { field: field.to_string(), operator: operator.to_string(), value: value.clone() }
+            Filter {
+                field: field.to_string(),
+                operator: operator.to_string(),
+                value: value.clone(),
+            }
         })
         .collect();
     Ok(SearchRequest {
@@ -372,23 +544,46 @@ fn search_request(collection: &str, pairs: &[(String, String)]) -> Result<Search
     })
 }
 
-fn integer_param(pairs: &[(String, String)], name: &str, message: &str) -> Result<Option<i64>, ApiError> {
+fn integer_param(
+    pairs: &[(String, String)],
+    name: &str,
+    message: &str,
+) -> Result<Option<i64>, ApiError> {
     match query_value(pairs, name) {
         None => Ok(None),
-        Some(text) => text.trim().parse::<i64>().map(Some).map_err(|_| ApiError::bad_request(message)),
+        Some(text) => text
+            .trim()
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(message)),
     }
 }
 
-async fn history(state: Shared, Path(collection): Path<String>, headers: HeaderMap, raw: RawQuery, peer: Peer) -> Response {
+async fn history(
+    state: Shared,
+    Path(collection): Path<String>,
+    headers: HeaderMap,
+    raw: RawQuery,
+    peer: Peer,
+) -> Response {
     // The header form is inclusive and floored to whole seconds.
     let since = header_date(&headers, header::LAST_MODIFIED).map(|ms| ms - ms.rem_euclid(1000));
     history_reply(state, collection, None, since, true, headers, raw, peer).await
 }
 
-async fn history_since(state: Shared, Path((collection, since)): Path<(String, String)>, headers: HeaderMap, raw: RawQuery, peer: Peer) -> Response {
+async fn history_since(
+    state: Shared,
+    Path((collection, since)): Path<(String, String)>,
+    headers: HeaderMap,
+    raw: RawQuery,
+    peer: Peer,
+) -> Response {
     let (since, extension) = split_extension(&since);
     let since = nightjar_apiv3::date::parse_timestamp_text(since);
-    history_reply(state, collection, extension, since, false, headers, raw, peer).await
+    history_reply(
+        state, collection, extension, since, false, headers, raw, peer,
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -410,14 +605,22 @@ async fn history_reply(
         Err(error) => return error_reply(&error),
     };
     let Some(since) = since else {
-        return error_reply(&ApiError::bad_request("Bad or missing Last-Modified header/parameter"));
+        return error_reply(&ApiError::bad_request(
+            "Bad or missing Last-Modified header/parameter",
+        ));
     };
     let pairs = query_pairs(&raw);
     let limit = match integer_param(&pairs, "limit", "Parameter limit out of tolerance") {
         Ok(limit) => limit,
         Err(error) => return error_reply(&error),
     };
-    let message = HistoryRequest { collection, last_modified: since, inclusive, limit, fields: fields_param(&pairs) };
+    let message = HistoryRequest {
+        collection,
+        last_modified: since,
+        inclusive,
+        limit,
+        fields: fields_param(&pairs),
+    };
     let request = to_core(message, &headers, query_value(&pairs, "token"), peer);
     match edge.storage.clone().history(request).await {
         Ok(reply) => {
@@ -425,8 +628,14 @@ async fn history_reply(
             let documents = parse_json_array(&reply.documents);
             let mut response = document_reply(format, 200, documents);
             if reply.max_last_modified > 0 {
-                response = with_header(response, header::LAST_MODIFIED, http_date(reply.max_last_modified));
-                if let Ok(etag) = HeaderValue::from_str(&format!("W/\"{}\"", reply.max_last_modified)) {
+                response = with_header(
+                    response,
+                    header::LAST_MODIFIED,
+                    http_date(reply.max_last_modified),
+                );
+                if let Ok(etag) =
+                    HeaderValue::from_str(&format!("W/\"{}\"", reply.max_last_modified))
+                {
                     response = with_header(response, header::ETAG, etag);
                 }
             }

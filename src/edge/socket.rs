@@ -37,7 +37,12 @@ pub fn register(io: &SocketIo) {
 }
 
 /// Handles `subscribe {accessToken, collections?}` and answers through the ack.
-async fn subscribe(socket: SocketRef, TryData(payload): TryData<Value>, ack: AckSender, State(edge): State<Arc<Edge>>) {
+async fn subscribe(
+    socket: SocketRef,
+    TryData(payload): TryData<Value>,
+    ack: AckSender,
+    State(edge): State<Arc<Edge>>,
+) {
     let reply = authorize(&socket, payload.ok(), &edge).await;
     if let Err(err) = ack.send(&reply) {
         // A client that sent no ack callback gets no answer; nothing to do then.
@@ -52,16 +57,26 @@ async fn authorize(socket: &SocketRef, payload: Option<Value>, edge: &Edge) -> V
         Some(other) => other,
         None => Value::Null,
     };
-    let Some(token) = payload.get("accessToken").and_then(Value::as_str).filter(|t| !t.is_empty()) else {
+    let Some(token) = payload
+        .get("accessToken")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    else {
         return failure(BAD_TOKEN);
     };
     let collections: Vec<String> = match payload.get("collections") {
-        Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
         _ => Vec::new(),
     };
 
     // 2. Core decides which collections are granted.
-    let mut request = tonic::Request::new(AuthorizeRequest { access_token: token.to_string(), collections });
+    let mut request = tonic::Request::new(AuthorizeRequest {
+        access_token: token.to_string(),
+        collections,
+    });
     if let Some(ip) = peer_ip(socket) {
         if let Ok(value) = MetadataValue::try_from(ip) {
             request.metadata_mut().insert("x-forwarded-for", value);

@@ -51,7 +51,9 @@ pub fn require_python_grpc() {
              which installs tests/python/requirements.txt; python3 printed:\n{}",
             String::from_utf8_lossy(&output.stderr)
         ),
-        Err(error) => panic!("python3 could not be started ({error}): install Python 3.11 with pip, then run `{INSTALL_COMMAND}`"),
+        Err(error) => panic!(
+            "python3 could not be started ({error}): install Python 3.11 with pip, then run `{INSTALL_COMMAND}`"
+        ),
     }
 }
 
@@ -105,9 +107,12 @@ pub fn run_script(program: &str, args: &[&str], dir: &Path, env: &[(&str, &str)]
     for (name, value) in env {
         command.env(name, value);
     }
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|error| panic!("could not start `{command_line}` in {}: {error}", dir.display()));
+    let mut child = command.spawn().unwrap_or_else(|error| {
+        panic!(
+            "could not start `{command_line}` in {}: {error}",
+            dir.display()
+        )
+    });
 
     // Drain both pipes on threads so a chatty script cannot block on a full pipe.
     let stdout = read_to_end_on_thread(child.stdout.take().expect("stdout is piped"));

@@ -336,7 +336,9 @@ pub mod rest {
 
         /// Starts a request to `path` (which begins with `/`) with the bearer header when set.
         pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
-            let builder = self.client.request(method, format!("{}{}", self.base, path));
+            let builder = self
+                .client
+                .request(method, format!("{}{}", self.base, path));
             match &self.jwt {
                 Some(jwt) => builder.bearer_auth(jwt),
                 None => builder,
@@ -362,7 +364,8 @@ pub mod rest {
 
         /// Sends a GET with `query` encoded into the URL.
         pub async fn get_query(&self, path: &str, query: &[(&str, &str)]) -> Reply {
-            self.send(self.request(Method::GET, path).query(query)).await
+            self.send(self.request(Method::GET, path).query(query))
+                .await
         }
 
         /// Sends a GET with extra request headers.
@@ -383,7 +386,8 @@ pub mod rest {
         }
 
         pub async fn patch(&self, path: &str, body: &Value) -> Reply {
-            self.send(self.request(Method::PATCH, path).json(body)).await
+            self.send(self.request(Method::PATCH, path).json(body))
+                .await
         }
 
         pub async fn delete(&self, path: &str) -> Reply {
@@ -406,7 +410,12 @@ pub mod rest {
         }
 
         /// Sends an admin API request authorised by the `api-secret` header.
-        pub async fn admin_request(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
+        pub async fn admin_request(
+            &self,
+            method: Method,
+            path: &str,
+            body: Option<&Value>,
+        ) -> Reply {
             let mut builder = self
                 .client
                 .request(method, format!("{}{}", self.base, path))
@@ -429,14 +438,18 @@ pub mod rest {
 
         /// Reads one document, asserts 200 and returns the `result` object.
         pub async fn read(&self, collection: &str, identifier: &str) -> Value {
-            let reply = self.get(&format!("/api/v3/{collection}/{identifier}")).await;
+            let reply = self
+                .get(&format!("/api/v3/{collection}/{identifier}"))
+                .await;
             let body = expect_status(&reply, 200);
             body["result"].clone()
         }
 
         /// Searches `collection` with `query`, asserts 200 and returns the `result` array.
         pub async fn search(&self, collection: &str, query: &[(&str, &str)]) -> Vec<Value> {
-            let reply = self.get_query(&format!("/api/v3/{collection}"), query).await;
+            let reply = self
+                .get_query(&format!("/api/v3/{collection}"), query)
+                .await;
             let body = expect_status(&reply, 200);
             body["result"]
                 .as_array()
@@ -495,7 +508,11 @@ pub mod rest {
     /// Computes the identifier that the server derives for a document without one:
     /// UUID v5 of `<device>_<date>[_<eventType>]` in the namespace made of the 16
     /// ASCII bytes `NightscoutRocks!`, with `undefined` standing for a missing device.
-    pub fn expected_identifier(device: Option<&str>, date_ms: i64, event_type: Option<&str>) -> String {
+    pub fn expected_identifier(
+        device: Option<&str>,
+        date_ms: i64,
+        event_type: Option<&str>,
+    ) -> String {
         let namespace = uuid::Uuid::from_bytes(*b"NightscoutRocks!");
         let mut name = format!("{}_{date_ms}", device.unwrap_or("undefined"));
         if let Some(event_type) = event_type {

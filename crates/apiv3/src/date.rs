@@ -116,7 +116,10 @@ pub fn normalize_dates(
         doc.insert("utcOffset".to_string(), Value::from(offset));
     }
     if created_at_fallback {
-        doc.insert("created_at".to_string(), Value::from(iso_utc(parsed.epoch_ms)));
+        doc.insert(
+            "created_at".to_string(),
+            Value::from(iso_utc(parsed.epoch_ms)),
+        );
     } else if is_truthy(doc.get("created_at")) {
         doc.remove("created_at");
     }
@@ -198,7 +201,8 @@ fn iso_date(captures: &Captures) -> Option<NaiveDate> {
     }
     if let Some(week) = number_group(captures, "week") {
         let weekday = number_group(captures, "weekday").unwrap_or(1);
-        let weekday = chrono::Weekday::try_from(u8::try_from(weekday).ok()?.checked_sub(1)?).ok()?;
+        let weekday =
+            chrono::Weekday::try_from(u8::try_from(weekday).ok()?.checked_sub(1)?).ok()?;
         return NaiveDate::from_isoywd_opt(year, week, weekday);
     }
     NaiveDate::from_yo_opt(year, number_group(captures, "ordinal")?)
@@ -210,7 +214,12 @@ fn iso_time(captures: &Captures) -> Option<NaiveTime> {
     let minute = number_group(captures, "minute").unwrap_or(0);
     let second = number_group(captures, "second").unwrap_or(0);
     let milli = captures.name("fraction").map_or(0, |fraction| {
-        let digits: String = fraction.as_str().chars().chain("00".chars()).take(3).collect();
+        let digits: String = fraction
+            .as_str()
+            .chars()
+            .chain("00".chars())
+            .take(3)
+            .collect();
         digits.parse().unwrap_or(0)
     });
     NaiveTime::from_hms_milli_opt(hour, minute, second, milli)
@@ -221,7 +230,11 @@ fn iso_offset_minutes(captures: &Captures) -> Option<i32> {
     if captures.name("zulu").is_some() {
         return Some(0);
     }
-    let sign = if captures.name("sign")?.as_str() == "-" { -1 } else { 1 };
+    let sign = if captures.name("sign")?.as_str() == "-" {
+        -1
+    } else {
+        1
+    };
     let hours: i32 = number_group(captures, "zone_hours")?;
     let minutes: i32 = number_group(captures, "zone_minutes").unwrap_or(0);
     Some(sign * (hours * 60 + minutes))
@@ -301,10 +314,7 @@ mod tests {
     fn dates_before_2000_are_rejected() {
         assert_eq!(ms(json!(MIN_VALID_DATE_MS)), Some(MIN_VALID_DATE_MS));
         // Just below the limit is read as seconds, which lands in the year 31970.
-        assert_eq!(
-            ms(json!(MIN_VALID_DATE_MS - 1)),
-            Some(946_684_799_999_000)
-        );
+        assert_eq!(ms(json!(MIN_VALID_DATE_MS - 1)), Some(946_684_799_999_000));
         assert_eq!(ms(json!(946_684_799)), None);
         assert_eq!(ms(json!(0)), None);
         assert_eq!(ms(json!(-5)), None);
@@ -447,7 +457,11 @@ mod tests {
     #[test]
     fn array_takes_first_parsable_item() {
         assert_eq!(
-            ms(json!(["nonsense", MAY_3_2018_21_40_10_088_UTC, "2020-01-01"])),
+            ms(json!([
+                "nonsense",
+                MAY_3_2018_21_40_10_088_UTC,
+                "2020-01-01"
+            ])),
             Some(MAY_3_2018_21_40_10_088_UTC)
         );
     }
@@ -458,10 +472,7 @@ mod tests {
             parse_timestamp_text("1525383610088"),
             Some(MAY_3_2018_21_40_10_088_UTC)
         );
-        assert_eq!(
-            parse_timestamp_text("1525383610"),
-            Some(1_525_383_610_000)
-        );
+        assert_eq!(parse_timestamp_text("1525383610"), Some(1_525_383_610_000));
         assert_eq!(
             parse_timestamp_text("2018-05-03T21:40:10.088Z"),
             Some(MAY_3_2018_21_40_10_088_UTC)
@@ -525,7 +536,8 @@ mod tests {
 
     #[test]
     fn normalize_falls_back_to_created_at() {
-        let mut doc = object(json!({"date": "garbage", "created_at": "2018-05-03T23:40:10.088+02:00"}));
+        let mut doc =
+            object(json!({"date": "garbage", "created_at": "2018-05-03T23:40:10.088+02:00"}));
         normalize_dates(&mut doc, true).unwrap();
         assert_eq!(doc["date"], json!(MAY_3_2018_21_40_10_088_UTC));
         assert_eq!(doc["utcOffset"], json!(120));

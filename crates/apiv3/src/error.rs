@@ -122,7 +122,10 @@ impl ApiError {
 
     /// 401 `Missing or bad access token or JWT`: no credential at all.
     pub fn missing_credential() -> Self {
-        Self::new(ErrorKind::Unauthorized, "Missing or bad access token or JWT")
+        Self::new(
+            ErrorKind::Unauthorized,
+            "Missing or bad access token or JWT",
+        )
     }
 
     /// 401 `Bad access token or JWT`: a credential that is unknown, invalid or expired.
@@ -150,7 +153,10 @@ impl ApiError {
 
     /// 406 `Unsupported output format requested`.
     pub fn unsupported_format() -> Self {
-        Self::new(ErrorKind::NotAcceptable, "Unsupported output format requested")
+        Self::new(
+            ErrorKind::NotAcceptable,
+            "Unsupported output format requested",
+        )
     }
 
     /// 410 for a soft-deleted document (APIv3 sends no message).

@@ -175,7 +175,13 @@ struct Preference {
 
 impl Preference {
     fn is_better_than(&self, other: &Preference) -> bool {
-        let key = |p: &Preference| (p.specificity, std::cmp::Reverse(p.range_index), std::cmp::Reverse(p.format_index));
+        let key = |p: &Preference| {
+            (
+                p.specificity,
+                std::cmp::Reverse(p.range_index),
+                std::cmp::Reverse(p.format_index),
+            )
+        };
         match self.quality.total_cmp(&other.quality) {
             std::cmp::Ordering::Equal => key(self) > key(other),
             ordering => ordering.is_gt(),
@@ -367,4 +373,257 @@ fn is_xml_name_start_char(c: char) -> bool {
 fn is_xml_name_char(c: char) -> bool {
     is_xml_name_start_char(c)
         || matches!(c, '-' | '.' | '0'..='9' | '\u{b7}' | '\u{300}'..='\u{36f}' | '\u{203f}'..='\u{2040}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    fn accept(header: &str) -> Result<OutputFormat, ApiError> {
+        OutputFormat::from_accept(Some(header))
+    }
+
+    #[test]
+    fn extension_formats() {
+        assert_eq!(
+            OutputFormat::from_extension("json"),
+            Some(OutputFormat::Json)
+        );
+        assert_eq!(OutputFormat::from_extension("csv"), Some(OutputFormat::Csv));
+        assert_eq!(OutputFormat::from_extension("XML"), Some(OutputFormat::Xml));
+        assert_eq!(OutputFormat::from_extension("ttf"), None);
+        assert_eq!(OutputFormat::from_extension(""), None);
+    }
+
+    #[test]
+    fn accept_default_is_json() {
+        assert_eq!(OutputFormat::from_accept(None), Ok(OutputFormat::Json));
+        assert_eq!(accept(""), Ok(OutputFormat::Json));
+        assert_eq!(accept("*/*"), Ok(OutputFormat::Json));
+        assert_eq!(accept("*"), Ok(OutputFormat::Json));
+        assert_eq!(accept("application/json"), Ok(OutputFormat::Json));
+        assert_eq!(
+            accept("application/json; charset=utf-8"),
+            Ok(OutputFormat::Json)
+        );
+        assert_eq!(accept("application/*"), Ok(OutputFormat::Json));
+    }
+
+    #[test]
+    fn accept_csv_and_xml() {
+        assert_eq!(accept("text/csv"), Ok(OutputFormat::Csv));
+        assert_eq!(accept("TEXT/CSV"), Ok(OutputFormat::Csv));
+        assert_eq!(accept("application/xml"), Ok(OutputFormat::Xml));
+        assert_eq!(accept("text/xml"), Ok(OutputFormat::Xml));
+        assert_eq!(accept("text/*"), Ok(OutputFormat::Csv));
+    }
+
+    #[test]
+    fn accept_quality_values() {
+        assert_eq!(
+            accept("application/json;q=0.5, application/xml;q=0.9"),
+            Ok(OutputFormat::Xml)
+        );
+        assert_eq!(accept("text/csv;q=0, */*;q=0.1"), Ok(OutputFormat::Json));
+        assert_eq!(accept("*/*;q=0.8, text/csv;q=0"), Ok(OutputFormat::Json));
+        assert_eq!(
+            accept("text/*;q=0.9, text/csv;q=0.2, text/xml"),
+            Ok(OutputFormat::Xml)
+        );
+        assert_eq!(accept("text/csv;q=0.9, */*;q=0.9"), Ok(OutputFormat::Csv));
+    }
+
+    #[test]
+    fn accept_order_breaks_ties() {
+        assert_eq!(accept("text/csv, application/json"), Ok(OutputFormat::Csv));
+        assert_eq!(accept("application/json, text/csv"), Ok(OutputFormat::Json));
+        assert_eq!(
+            accept("text/html, image/gif, image/jpeg, *; q=.2, */*; q=.2"),
+            Ok(OutputFormat::Json)
+        );
+    }
+
+    #[test]
+    fn accept_unsupported() {
+        for header in [
+            "font/ttf",
+            "text/html",
+            "application/json;q=0",
+            "application/json;q=abc",
+            "nonsense",
+        ] {
+            let error = accept(header).unwrap_err();
+            assert_eq!(error.kind.http_status(), 406, "{header}");
+            assert_eq!(
+                error.message, "Unsupported output format requested",
+                "{header}"
+            );
+        }
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(
+            OutputFormat::Json.content_type(),
+            "application/json; charset=utf-8"
+        );
+        assert_eq!(OutputFormat::Csv.content_type(), "text/csv; charset=utf-8");
+        assert_eq!(
+            OutputFormat::Xml.content_type(),
+            "application/xml; charset=utf-8"
+        );
+    }
+
+    #[test]
+    fn csv_header_is_union_of_fields() {
+        let docs = [
+            object(json!({"identifier": "a", "sgv": 100})),
+            object(json!({"identifier": "b", "type": "mbg", "sgv": 90.5})),
+        ];
+        assert_eq!(
+            render_csv(&docs),
+            "identifier,sgv,type\na,100,\nb,90.5,mbg\n"
+        );
+    }
+
+    #[test]
+    fn csv_cell_values() {
+        let docs = [object(json!({
+            "yes": true,
+            "no": false,
+            "none": null,
+            "big": 1e21,
+            "nested": {"a": [1, "x"]},
+            "list": [1, 2]
+        }))];
+        assert_eq!(
+            render_csv(&docs),
+            "yes,no,none,big,nested,list\n1,,,1e+21,\"{\"\"a\"\":[1,\"\"x\"\"]}\",\"[1,2]\"\n"
+        );
+    }
+
+    #[test]
+    fn csv_quoting() {
+        let docs = [object(json!({
+            "plain": "a b",
+            "comma": "a,b",
+            "quote": "say \"hi\"",
+            "newline": "a\nb",
+            "return": "a\rb",
+            "with,comma": 1
+        }))];
+        assert_eq!(
+            render_csv(&docs),
+            "plain,comma,quote,newline,return,\"with,comma\"\n\
+             a b,\"a,b\",\"say \"\"hi\"\"\",\"a\nb\",\"a\rb\",1\n"
+        );
+    }
+
+    #[test]
+    fn csv_empty() {
+        assert_eq!(render_csv(&[]), "");
+        assert_eq!(render_csv(&[Map::new()]), "");
+    }
+
+    #[test]
+    fn xml_single_item() {
+        let doc =
+            object(json!({"identifier": "a", "sgv": 100, "ok": true, "none": null, "text": ""}));
+        assert_eq!(
+            render_xml_item(&doc),
+            "<?xml version='1.0' encoding='utf-8'?>\n\
+             <item>\n\
+             \x20   <identifier>a</identifier>\n\
+             \x20   <sgv>100</sgv>\n\
+             \x20   <ok>true</ok>\n\
+             \x20   <none/>\n\
+             \x20   <text></text>\n\
+             </item>\n"
+        );
+    }
+
+    #[test]
+    fn xml_items_list() {
+        let docs = [object(json!({"a": 1})), object(json!({"a": 2}))];
+        assert_eq!(
+            render_xml_items(&docs),
+            "<?xml version='1.0' encoding='utf-8'?>\n\
+             <items>\n\
+             \x20   <item>\n\
+             \x20       <a>1</a>\n\
+             \x20   </item>\n\
+             \x20   <item>\n\
+             \x20       <a>2</a>\n\
+             \x20   </item>\n\
+             </items>\n"
+        );
+        assert_eq!(
+            render_xml_items(&[]),
+            "<?xml version='1.0' encoding='utf-8'?>\n<items/>\n"
+        );
+    }
+
+    #[test]
+    fn xml_nested_values() {
+        let doc = object(
+            json!({"calc": {"carbs": 30}, "bgs": [120, {"v": 1}], "empty": [], "blank": {}}),
+        );
+        assert_eq!(
+            render_xml_item(&doc),
+            "<?xml version='1.0' encoding='utf-8'?>\n\
+             <item>\n\
+             \x20   <calc>\n\
+             \x20       <carbs>30</carbs>\n\
+             \x20   </calc>\n\
+             \x20   <bgs>\n\
+             \x20       <item>120</item>\n\
+             \x20       <item>\n\
+             \x20           <v>1</v>\n\
+             \x20       </item>\n\
+             \x20   </bgs>\n\
+             \x20   <empty/>\n\
+             \x20   <blank/>\n\
+             </item>\n"
+        );
+    }
+
+    #[test]
+    fn xml_escapes_text() {
+        let doc = object(json!({"notes": "a < b && c > d\r\u{1}'\""}));
+        assert_eq!(
+            render_xml_item(&doc),
+            "<?xml version='1.0' encoding='utf-8'?>\n\
+             <item>\n\
+             \x20   <notes>a &lt; b &amp;&amp; c &gt; d&#13;\u{fffd}'\"</notes>\n\
+             </item>\n"
+        );
+    }
+
+    #[test]
+    fn xml_rewrites_invalid_names() {
+        let cases = [
+            ("2nd value", "_2nd_value"),
+            ("ns:name", "ns_name"),
+            ("-x", "_-x"),
+            (".x", "_.x"),
+            ("", "_"),
+            ("a<b>", "a_b_"),
+            ("délai", "délai"),
+            ("_id", "_id"),
+            ("a.b-c", "a.b-c"),
+        ];
+        for (field, expected) in cases {
+            assert_eq!(xml_name(field), expected, "{field:?}");
+        }
+        let doc = object(json!({"2nd value": 1}));
+        assert!(render_xml_item(&doc).contains("<_2nd_value>1</_2nd_value>"));
+    }
 }

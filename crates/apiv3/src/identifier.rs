@@ -207,10 +207,19 @@ mod tests {
 
     #[test]
     fn resolve_rejects_bad_identifier() {
-        for identifier in [json!("   "), json!(5), json!(true), json!({"a": 1}), json!([])] {
+        for identifier in [
+            json!("   "),
+            json!(5),
+            json!(true),
+            json!({"a": 1}),
+            json!([]),
+        ] {
             let mut doc = object(json!({"identifier": identifier, "date": 1_525_383_610_088_i64}));
             let error = resolve_identifier(&mut doc).unwrap_err();
-            assert_eq!(error.message, "Bad or missing identifier field", "{identifier}");
+            assert_eq!(
+                error.message, "Bad or missing identifier field",
+                "{identifier}"
+            );
             assert_eq!(error.kind.http_status(), 400);
         }
     }

@@ -24,6 +24,5 @@ pub use search::{
 };
 pub use server_fields::{fallback_date_ms, fill_server_dates, set_treatment_end};
 pub use validation::{
-    IMMUTABLE_FIELDS, check_body, check_immutable, is_read_only, validate_document,
-    validate_patch,
+    IMMUTABLE_FIELDS, check_body, check_immutable, is_read_only, validate_document, validate_patch,
 };

@@ -15,8 +15,15 @@ use crate::error::ApiError;
 use crate::js::{is_blank, number_value, parse_js_number_text};
 
 /// Query parameters that control the search instead of filtering.
-pub const RESERVED_PARAMETERS: &[&str] =
-    &["token", "sort", "sort$desc", "limit", "skip", "fields", "now"];
+pub const RESERVED_PARAMETERS: &[&str] = &[
+    "token",
+    "sort",
+    "sort$desc",
+    "limit",
+    "skip",
+    "fields",
+    "now",
+];
 
 /// Fields whose filter values are read as dates and compared as epoch milliseconds.
 const EPOCH_DATE_FIELDS: &[&str] = &["date", "srvModified", "srvCreated"];
@@ -241,12 +248,13 @@ impl Filter {
                 .iter()
                 .any(|value| equals_any(&candidates, value, missing)),
             (FilterOp::Re, FilterValue::Pattern(pattern)) => matches_pattern(&candidates, pattern),
-            (op @ (FilterOp::Gt | FilterOp::Gte | FilterOp::Lt | FilterOp::Lte), FilterValue::Single(value)) => {
-                candidates.iter().any(|candidate| {
-                    same_type(candidate, value)
-                        && comparison_holds(op, compare_values(candidate, value))
-                })
-            }
+            (
+                op @ (FilterOp::Gt | FilterOp::Gte | FilterOp::Lt | FilterOp::Lte),
+                FilterValue::Single(value),
+            ) => candidates.iter().any(|candidate| {
+                same_type(candidate, value)
+                    && comparison_holds(op, compare_values(candidate, value))
+            }),
             // parse_filter never pairs an operator with another kind of operand.
             _ => false,
         }
@@ -269,7 +277,11 @@ pub fn compare_documents(a: &Value, b: &Value, sort: Option<&SortSpec>) -> Order
 
     for field in fields {
         let ordering = compare_values(sort_key(a, field), sort_key(b, field));
-        let ordering = if descending { ordering.reverse() } else { ordering };
+        let ordering = if descending {
+            ordering.reverse()
+        } else {
+            ordering
+        };
         if ordering != Ordering::Equal {
             return ordering;
         }
@@ -471,7 +483,9 @@ fn convert_list(field: &str, raw: &str) -> Vec<Value> {
     if let Some(text) = unquote(raw) {
         return text.split('|').map(Value::from).collect();
     }
-    raw.split('|').map(|item| convert_value(field, item)).collect()
+    raw.split('|')
+        .map(|item| convert_value(field, item))
+        .collect()
 }
 
 /// Converts one URL value of a filter on `field` (see [`parse_filter`]).
@@ -506,7 +520,10 @@ fn numeric_text(raw: &str) -> Option<f64> {
     Some(parse_js_number_text(raw)).filter(|number| number.is_finite())
 }
 
-fn parse_sort(ascending: Option<&str>, descending: Option<&str>) -> Result<Option<SortSpec>, ApiError> {
+fn parse_sort(
+    ascending: Option<&str>,
+    descending: Option<&str>,
+) -> Result<Option<SortSpec>, ApiError> {
     match (ascending, descending) {
         (Some(_), Some(_)) => Err(ApiError::sort_conflict()),
         (_, Some(field)) => Ok(Some(SortSpec {
@@ -556,5 +573,606 @@ fn parse_fields(text: Option<&str>) -> Option<Vec<String>> {
                 .map(str::to_string)
                 .collect(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const MAY_3_2018_21_40_10_088_UTC: i64 = 1_525_383_610_088;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    }
+
+    fn filter(key: &str, raw: &str) -> Filter {
+        parse_filter(key, raw).unwrap()
+    }
+
+    fn single(key: &str, raw: &str) -> Value {
+        match filter(key, raw).value {
+            FilterValue::Single(value) => value,
+            other => panic!("not a single value: {other:?}"),
+        }
+    }
+
+    fn bad_request(result: Result<impl std::fmt::Debug, ApiError>) -> String {
+        let error = result.unwrap_err();
+        assert_eq!(error.kind.http_status(), 400);
+        error.message
+    }
+
+    #[test]
+    fn filter_bare_key_is_eq() {
+        assert_eq!(
+            filter("type", "sgv"),
+            Filter {
+                field: "type".into(),
+                op: FilterOp::Eq,
+                value: FilterValue::Single(json!("sgv"))
+            }
+        );
+    }
+
+    #[test]
+    fn filter_every_operator() {
+        for name in ["eq", "ne", "gt", "gte", "lt", "lte", "in", "nin", "re"] {
+            let parsed = filter(&format!("sgv${name}"), "100");
+            assert_eq!(parsed.op.name(), name);
+            assert_eq!(parsed.field, "sgv");
+        }
+    }
+
+    #[test]
+    fn filter_unknown_operator() {
+        assert_eq!(
+            bad_request(parse_filter("sgv$foo", "1")),
+            "Unsupported filter operator foo"
+        );
+        assert_eq!(
+            bad_request(parse_filter("sgv$GT", "1")),
+            "Unsupported filter operator GT"
+        );
+    }
+
+    #[test]
+    fn filter_key_split_like_reference() {
+        // The field ends at the last `$` followed by letters; trailing characters are ignored.
+        let parsed = filter("a$b$gte", "1");
+        assert_eq!((parsed.field.as_str(), parsed.op), ("a$b", FilterOp::Gte));
+        let parsed = filter("sgv$gt1", "1");
+        assert_eq!((parsed.field.as_str(), parsed.op), ("sgv", FilterOp::Gt));
+        let parsed = filter("odd$", "1");
+        assert_eq!((parsed.field.as_str(), parsed.op), ("odd$", FilterOp::Eq));
+    }
+
+    #[test]
+    fn filter_dotted_field_kept() {
+        assert_eq!(filter("boluscalc.carbs$gt", "5").field, "boluscalc.carbs");
+    }
+
+    #[test]
+    fn value_numbers() {
+        assert_eq!(single("sgv", "100"), json!(100));
+        assert!(single("sgv", "100").is_i64());
+        assert_eq!(single("sgv", "-1.5"), json!(-1.5));
+        assert_eq!(single("sgv", "1e3"), json!(1000));
+        assert_eq!(single("sgv", " 7 "), json!(7));
+    }
+
+    #[test]
+    fn value_booleans_and_text() {
+        assert_eq!(single("isValid", "true"), json!(true));
+        assert_eq!(single("isValid", "false"), json!(false));
+        assert_eq!(single("isValid", "True"), json!("True"));
+        assert_eq!(single("type", "sgv"), json!("sgv"));
+        assert_eq!(single("type", ""), json!(""));
+        assert_eq!(single("type", "Infinity"), json!("Infinity"));
+    }
+
+    #[test]
+    fn value_single_quotes_keep_text() {
+        assert_eq!(single("sgv", "'100'"), json!("100"));
+        assert_eq!(single("flag", "'true'"), json!("true"));
+        assert_eq!(single("name", "''"), json!(""));
+        assert_eq!(single("name", "'"), json!(""));
+        assert_eq!(single("name", "'half"), json!("'half"));
+    }
+
+    #[test]
+    fn value_epoch_date_fields() {
+        for field in ["date", "srvModified", "srvCreated"] {
+            assert_eq!(
+                single(field, "2018-05-03T21:40:10.088Z"),
+                json!(MAY_3_2018_21_40_10_088_UTC),
+                "{field}"
+            );
+            assert_eq!(
+                single(&format!("{field}$gte"), "1525383610"),
+                json!(1_525_383_610_000_i64),
+                "{field} seconds"
+            );
+        }
+        // A value that is no date stays as converted.
+        assert_eq!(single("date$gt", "0"), json!(0));
+        assert_eq!(single("date", "soon"), json!("soon"));
+        // Other fields are not read as dates.
+        assert_eq!(
+            single("mills", "2018-05-03T21:40:10.088Z"),
+            json!("2018-05-03T21:40:10.088Z")
+        );
+    }
+
+    #[test]
+    fn value_created_at_becomes_iso() {
+        assert_eq!(
+            single("created_at$gte", "2018-05-03T23:40:10.088+02:00"),
+            json!("2018-05-03T21:40:10.088Z")
+        );
+        assert_eq!(
+            single("created_at", "1525383610088"),
+            json!("2018-05-03T21:40:10.088Z")
+        );
+        assert_eq!(single("created_at", "x"), json!("x"));
+    }
+
+    #[test]
+    fn value_in_list() {
+        assert_eq!(
+            filter("type$in", "sgv|mbg|100").value,
+            FilterValue::List(vec![json!("sgv"), json!("mbg"), json!(100)])
+        );
+        assert_eq!(
+            filter("date$nin", "1525383610088|2018-05-03T21:40:10Z").value,
+            FilterValue::List(vec![
+                json!(MAY_3_2018_21_40_10_088_UTC),
+                json!(1_525_383_610_000_i64)
+            ])
+        );
+        assert_eq!(
+            filter("sgv$in", "'100|120'").value,
+            FilterValue::List(vec![json!("100"), json!("120")])
+        );
+    }
+
+    #[test]
+    fn value_pattern() {
+        assert_eq!(
+            filter("notes$re", "^Meal.*bolus$").value,
+            FilterValue::Pattern("^Meal.*bolus$".into())
+        );
+        assert_eq!(
+            filter("notes$re", "'12'").value,
+            FilterValue::Pattern("12".into())
+        );
+    }
+
+    #[test]
+    fn value_invalid_pattern() {
+        assert_eq!(
+            bad_request(parse_filter("notes$re", "(unclosed")),
+            "Invalid regular expression in parameter notes$re"
+        );
+        assert_eq!(
+            bad_request(parse_filter("notes$re", "(?<=x)y")),
+            "Invalid regular expression in parameter notes$re"
+        );
+    }
+
+    #[test]
+    fn search_defaults() {
+        let query = parse_search(&[], 1000).unwrap();
+        assert_eq!(
+            query,
+            SearchQuery {
+                filters: vec![],
+                sort: None,
+                limit: 1000,
+                skip: 0,
+                fields: None
+            }
+        );
+    }
+
+    #[test]
+    fn search_reserved_are_not_filters() {
+        let params = pairs(&[
+            ("token", "abc"),
+            ("now", "123"),
+            ("limit", "3"),
+            ("skip", "2"),
+            ("sort$desc", "date"),
+            ("fields", "date,sgv"),
+            ("type", "sgv"),
+        ]);
+        let query = parse_search(&params, 1000).unwrap();
+        assert_eq!(query.filters, vec![filter("type", "sgv")]);
+        assert_eq!(query.limit, 3);
+        assert_eq!(query.skip, 2);
+        assert_eq!(
+            query.sort,
+            Some(SortSpec {
+                field: "date".into(),
+                descending: true
+            })
+        );
+        assert_eq!(
+            query.fields,
+            Some(vec!["date".to_string(), "sgv".to_string()])
+        );
+    }
+
+    #[test]
+    fn search_sort_ascending() {
+        let query = parse_search(&pairs(&[("sort", "created_at")]), 10).unwrap();
+        assert_eq!(
+            query.sort,
+            Some(SortSpec {
+                field: "created_at".into(),
+                descending: false
+            })
+        );
+    }
+
+    #[test]
+    fn search_sort_conflict() {
+        let params = pairs(&[("sort", "date"), ("sort$desc", "created_at")]);
+        assert_eq!(
+            bad_request(parse_search(&params, 1000)),
+            "Parameters sort and sort_desc cannot be combined"
+        );
+        // An empty value counts as absent.
+        let params = pairs(&[("sort", ""), ("sort$desc", "created_at")]);
+        assert!(
+            parse_search(&params, 1000)
+                .unwrap()
+                .sort
+                .unwrap()
+                .descending
+        );
+    }
+
+    #[test]
+    fn search_limit_bounds() {
+        for limit in ["0", "-1", "1001", "INVALID", "0.5", " ", "Infinity"] {
+            let params = pairs(&[("limit", limit)]);
+            assert_eq!(
+                bad_request(parse_search(&params, 1000)),
+                "Parameter limit out of tolerance",
+                "limit {limit}"
+            );
+        }
+        for (limit, expected) in [("1", 1), ("1000", 1000), ("2.9", 2), ("", 1000)] {
+            let params = pairs(&[("limit", limit)]);
+            assert_eq!(
+                parse_search(&params, 1000).unwrap().limit,
+                expected,
+                "limit {limit}"
+            );
+        }
+        let params = pairs(&[("limit", "10")]);
+        assert_eq!(
+            bad_request(parse_search(&params, 5)),
+            "Parameter limit out of tolerance"
+        );
+        assert_eq!(parse_search(&[], 5).unwrap().limit, 5);
+    }
+
+    #[test]
+    fn search_skip_bounds() {
+        for skip in ["-5", "INVALID", "Infinity"] {
+            let params = pairs(&[("skip", skip)]);
+            assert_eq!(
+                bad_request(parse_search(&params, 1000)),
+                "Parameter skip out of tolerance",
+                "skip {skip}"
+            );
+        }
+        for (skip, expected) in [("0", 0), ("3", 3), ("3.7", 3), ("", 0)] {
+            let params = pairs(&[("skip", skip)]);
+            assert_eq!(
+                parse_search(&params, 1000).unwrap().skip,
+                expected,
+                "skip {skip}"
+            );
+        }
+    }
+
+    #[test]
+    fn search_last_reserved_value_wins() {
+        let params = pairs(&[("limit", "5"), ("limit", "7")]);
+        assert_eq!(parse_search(&params, 1000).unwrap().limit, 7);
+    }
+
+    #[test]
+    fn search_fields() {
+        let fields = |value: &str| {
+            parse_search(&pairs(&[("fields", value)]), 10)
+                .unwrap()
+                .fields
+        };
+        assert_eq!(fields("_all"), None);
+        assert_eq!(fields(""), None);
+        assert_eq!(
+            fields("date, app ,subject"),
+            Some(vec!["date".into(), "app".into(), "subject".into()])
+        );
+    }
+
+    #[test]
+    fn search_error_order() {
+        let params = pairs(&[
+            ("limit", "0"),
+            ("sgv$foo", "1"),
+            ("sort", "a"),
+            ("sort$desc", "b"),
+        ]);
+        assert_eq!(
+            bad_request(parse_search(&params, 1000)),
+            "Unsupported filter operator foo"
+        );
+        let params = pairs(&[
+            ("skip", "-1"),
+            ("limit", "0"),
+            ("sort", "a"),
+            ("sort$desc", "b"),
+        ]);
+        assert_eq!(
+            bad_request(parse_search(&params, 1000)),
+            "Parameters sort and sort_desc cannot be combined"
+        );
+        let params = pairs(&[("skip", "-1"), ("limit", "0")]);
+        assert_eq!(
+            bad_request(parse_search(&params, 1000)),
+            "Parameter limit out of tolerance"
+        );
+    }
+
+    #[test]
+    fn search_filters_keep_order_and_repeats() {
+        let params = pairs(&[("sgv$gt", "100"), ("sgv$lt", "200"), ("type", "sgv")]);
+        let query = parse_search(&params, 1000).unwrap();
+        assert_eq!(
+            query.filters,
+            vec![
+                filter("sgv$gt", "100"),
+                filter("sgv$lt", "200"),
+                filter("type", "sgv")
+            ]
+        );
+    }
+
+    fn matches(key: &str, raw: &str, doc: Value) -> bool {
+        filter(key, raw).matches(&doc)
+    }
+
+    #[test]
+    fn match_eq() {
+        assert!(matches("type", "sgv", json!({"type": "sgv"})));
+        assert!(!matches("type", "sgv", json!({"type": "mbg"})));
+        assert!(!matches("type", "sgv", json!({})));
+        assert!(matches("sgv", "100", json!({"sgv": 100.0})));
+        // Text never equals a number.
+        assert!(!matches("sgv", "100", json!({"sgv": "100"})));
+        assert!(matches("sgv", "'100'", json!({"sgv": "100"})));
+        assert!(matches("isValid", "false", json!({"isValid": false})));
+    }
+
+    #[test]
+    fn match_eq_null_matches_missing() {
+        let null_filter = Filter {
+            field: "x".into(),
+            op: FilterOp::Eq,
+            value: FilterValue::Single(Value::Null),
+        };
+        assert!(null_filter.matches(&json!({})));
+        assert!(null_filter.matches(&json!({"x": null})));
+        assert!(!null_filter.matches(&json!({"x": 1})));
+    }
+
+    #[test]
+    fn match_ne_includes_missing() {
+        assert!(matches("type$ne", "sgv", json!({"type": "mbg"})));
+        assert!(matches("type$ne", "sgv", json!({})));
+        assert!(!matches("type$ne", "sgv", json!({"type": "sgv"})));
+        assert!(!matches("tags$ne", "a", json!({"tags": ["a", "b"]})));
+    }
+
+    #[test]
+    fn match_ranges_same_type_only() {
+        let doc = json!({"sgv": 120, "direction": "Flat"});
+        assert!(matches("sgv$gt", "100", doc.clone()));
+        assert!(!matches("sgv$gt", "120", doc.clone()));
+        assert!(matches("sgv$gte", "120", doc.clone()));
+        assert!(matches("sgv$lt", "120.5", doc.clone()));
+        assert!(!matches("sgv$lt", "120", doc.clone()));
+        assert!(matches("sgv$lte", "120", doc.clone()));
+        // A number is never greater than text, nor text than a number.
+        assert!(!matches("sgv$gt", "'1'", doc.clone()));
+        assert!(!matches("direction$gt", "1", doc.clone()));
+        assert!(matches("direction$gt", "Down", doc.clone()));
+        assert!(!matches("missing$lt", "5", doc));
+    }
+
+    #[test]
+    fn match_date_range() {
+        let doc =
+            json!({"date": MAY_3_2018_21_40_10_088_UTC, "created_at": "2018-05-03T21:40:10.088Z"});
+        assert!(matches("date$gte", "2018-05-03T21:40:10.088Z", doc.clone()));
+        assert!(!matches("date$gt", "2018-05-03T21:40:10.088Z", doc.clone()));
+        assert!(matches("created_at$lt", "2018-05-04", doc.clone()));
+        assert!(!matches("created_at$lt", "2018-05-03", doc));
+    }
+
+    #[test]
+    fn match_in_and_nin() {
+        let doc = json!({"type": "mbg", "sgv": 100});
+        assert!(matches("type$in", "sgv|mbg", doc.clone()));
+        assert!(!matches("type$in", "sgv|cal", doc.clone()));
+        assert!(matches("sgv$in", "90|100", doc.clone()));
+        assert!(!matches("type$nin", "sgv|mbg", doc.clone()));
+        assert!(matches("type$nin", "sgv|cal", doc.clone()));
+        assert!(matches("missing$nin", "a|b", doc.clone()));
+        assert!(!matches("missing$in", "a|b", doc));
+    }
+
+    #[test]
+    fn match_regex_on_text() {
+        let doc = json!({"notes": "Meal bolus", "sgv": 123, "tags": ["x", "pump"]});
+        assert!(matches("notes$re", "bolus", doc.clone()));
+        assert!(matches("notes$re", "^Meal", doc.clone()));
+        assert!(!matches("notes$re", "^bolus", doc.clone()));
+        assert!(!matches("sgv$re", "12", doc.clone()));
+        assert!(matches("tags$re", "^pu", doc.clone()));
+        assert!(!matches("missing$re", ".*", doc));
+    }
+
+    #[test]
+    fn match_dotted_paths() {
+        let doc = json!({
+            "boluscalc": {"carbs": 30, "profile": {"name": "Default"}},
+            "predBGs": {"IOB": [120, 130]},
+            "items": [{"kind": "a", "amount": 1}, {"kind": "b", "amount": 5}]
+        });
+        assert!(matches("boluscalc.carbs$gte", "30", doc.clone()));
+        assert!(matches("boluscalc.profile.name", "Default", doc.clone()));
+        assert!(!matches("boluscalc.profile.name.x", "Default", doc.clone()));
+        assert!(matches("predBGs.IOB$gt", "125", doc.clone()));
+        assert!(matches("predBGs.IOB.1", "130", doc.clone()));
+        assert!(matches("items.kind", "b", doc.clone()));
+        assert!(matches("items.amount$gt", "4", doc.clone()));
+        assert!(!matches("items.amount$gt", "5", doc.clone()));
+        assert!(matches("items.0.kind", "a", doc.clone()));
+        assert!(!matches("items.1.kind", "a", doc));
+    }
+
+    #[test]
+    fn compare_values_type_order() {
+        let ordered = [
+            json!(null),
+            json!(-5),
+            json!(2.5),
+            json!(10),
+            json!(""),
+            json!("B"),
+            json!("a"),
+            json!({}),
+            json!({"a": 1}),
+            json!({"a": 2}),
+            json!({"b": 0}),
+            json!([]),
+            json!([1]),
+            json!([1, 2]),
+            json!([2]),
+            json!(false),
+            json!(true),
+        ];
+        for (i, a) in ordered.iter().enumerate() {
+            for (j, b) in ordered.iter().enumerate() {
+                assert_eq!(compare_values(a, b), i.cmp(&j), "{a} vs {b}");
+            }
+        }
+        assert_eq!(compare_values(&json!(5), &json!(5.0)), Ordering::Equal);
+    }
+
+    #[test]
+    fn documents_sort_by_field_then_ties() {
+        let sort = SortSpec {
+            field: "sgv".into(),
+            descending: false,
+        };
+        let a = json!({"sgv": 100, "identifier": "b"});
+        let b = json!({"sgv": 120, "identifier": "a"});
+        let c = json!({"sgv": 100, "identifier": "c"});
+        assert_eq!(compare_documents(&a, &b, Some(&sort)), Ordering::Less);
+        assert_eq!(compare_documents(&a, &c, Some(&sort)), Ordering::Less);
+
+        let descending = SortSpec {
+            field: "sgv".into(),
+            descending: true,
+        };
+        assert_eq!(
+            compare_documents(&a, &b, Some(&descending)),
+            Ordering::Greater
+        );
+        // Ties break in the same direction as the sort.
+        assert_eq!(
+            compare_documents(&a, &c, Some(&descending)),
+            Ordering::Greater
+        );
+    }
+
+    #[test]
+    fn documents_tie_break_order() {
+        let a = json!({"identifier": "x", "created_at": "2018-01-01", "date": 2});
+        let b = json!({"identifier": "x", "created_at": "2018-01-01", "date": 1});
+        let c = json!({"identifier": "x", "created_at": "2017-01-01", "date": 3});
+        assert_eq!(compare_documents(&a, &b, None), Ordering::Greater);
+        assert_eq!(compare_documents(&a, &c, None), Ordering::Greater);
+        assert_eq!(compare_documents(&a, &a, None), Ordering::Equal);
+    }
+
+    #[test]
+    fn documents_missing_sort_field_first() {
+        let sort = SortSpec {
+            field: "sgv".into(),
+            descending: false,
+        };
+        let missing = json!({"identifier": "a"});
+        let present = json!({"identifier": "b", "sgv": 0});
+        assert_eq!(
+            compare_documents(&missing, &present, Some(&sort)),
+            Ordering::Less
+        );
+    }
+
+    #[test]
+    fn documents_sort_a_list() {
+        let mut docs = vec![
+            json!({"identifier": "c", "date": 3}),
+            json!({"identifier": "a", "date": 2}),
+            json!({"identifier": "b", "date": 1}),
+        ];
+        let sort = SortSpec {
+            field: "date".into(),
+            descending: true,
+        };
+        docs.sort_by(|a, b| compare_documents(a, b, Some(&sort)));
+        let identifiers: Vec<&str> = docs
+            .iter()
+            .map(|doc| doc["identifier"].as_str().unwrap())
+            .collect();
+        assert_eq!(identifiers, ["c", "a", "b"]);
+        docs.sort_by(|a, b| compare_documents(a, b, None));
+        let identifiers: Vec<&str> = docs
+            .iter()
+            .map(|doc| doc["identifier"].as_str().unwrap())
+            .collect();
+        assert_eq!(identifiers, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn project_fields() {
+        let doc = match json!({"date": 1, "app": "x", "sgv": 5, "a.b": 2, "a": {"b": 3}}) {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        };
+        assert_eq!(project(&doc, None), doc);
+
+        let fields = vec!["sgv".to_string(), "date".to_string(), "missing".to_string()];
+        let projected = project(&doc, Some(&fields));
+        assert_eq!(projected.keys().collect::<Vec<_>>(), ["date", "sgv"]);
+
+        let fields = vec!["a.b".to_string()];
+        assert_eq!(
+            Value::Object(project(&doc, Some(&fields))),
+            json!({"a.b": 2})
+        );
+
+        assert!(project(&doc, Some(&[])).is_empty());
     }
 }

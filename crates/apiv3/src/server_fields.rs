@@ -183,7 +183,9 @@ mod tests {
 
     #[test]
     fn fill_keeps_existing_server_dates() {
-        let mut doc = object(json!({"date": START, "srvModified": 2_000_000_000_000_i64, "srvCreated": 1_900_000_000_000_i64}));
+        let mut doc = object(
+            json!({"date": START, "srvModified": 2_000_000_000_000_i64, "srvCreated": 1_900_000_000_000_i64}),
+        );
         fill_server_dates(Collection::Entries, &mut doc);
         assert_eq!(doc["srvModified"], json!(2_000_000_000_000_i64));
         assert_eq!(doc["srvCreated"], json!(1_900_000_000_000_i64));
@@ -235,7 +237,8 @@ mod tests {
 
     #[test]
     fn end_from_duration_milliseconds() {
-        let mut doc = object(json!({"mills": START, "durationInMilliseconds": 90_000, "duration": 99}));
+        let mut doc =
+            object(json!({"mills": START, "durationInMilliseconds": 90_000, "duration": 99}));
         set_treatment_end(&mut doc, None);
         assert_eq!(doc["endmills"], json!(START + 90_000));
         assert_eq!(doc["durationInMilliseconds"], json!(90_000));

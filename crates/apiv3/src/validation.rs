@@ -166,7 +166,14 @@ mod tests {
 
     #[test]
     fn body_must_be_nonempty_object() {
-        for body in [json!(null), json!([]), json!([{"a": 1}]), json!("x"), json!(5), json!({})] {
+        for body in [
+            json!(null),
+            json!([]),
+            json!([{"a": 1}]),
+            json!("x"),
+            json!(5),
+            json!({}),
+        ] {
             let error = check_body(&body).unwrap_err();
             assert_eq!(error.message, "Bad or missing request body", "{body}");
             assert_eq!(error.kind.http_status(), 400);
@@ -185,19 +192,34 @@ mod tests {
         for identifier in [json!(null), json!(""), json!(" \t"), json!(5)] {
             let mut doc = valid_doc();
             doc.insert("identifier".into(), identifier);
-            assert_eq!(message(validate_document(&doc)), "Bad or missing identifier field");
+            assert_eq!(
+                message(validate_document(&doc)),
+                "Bad or missing identifier field"
+            );
         }
         let mut doc = valid_doc();
         doc.remove("identifier");
-        assert_eq!(message(validate_document(&doc)), "Bad or missing identifier field");
+        assert_eq!(
+            message(validate_document(&doc)),
+            "Bad or missing identifier field"
+        );
     }
 
     #[test]
     fn document_date() {
-        for date in [json!(null), json!("1525383610088"), json!(946_684_800_000_i64), json!(5)] {
+        for date in [
+            json!(null),
+            json!("1525383610088"),
+            json!(946_684_800_000_i64),
+            json!(5),
+        ] {
             let mut doc = valid_doc();
             doc.insert("date".into(), date.clone());
-            assert_eq!(message(validate_document(&doc)), "Bad or missing date field", "{date}");
+            assert_eq!(
+                message(validate_document(&doc)),
+                "Bad or missing date field",
+                "{date}"
+            );
         }
         let mut doc = valid_doc();
         doc.insert("date".into(), json!(946_684_800_001_i64));
@@ -206,7 +228,13 @@ mod tests {
 
     #[test]
     fn document_utc_offset() {
-        for offset in [json!(null), json!("ABC"), json!(-5000), json!(1441), json!(-1440.5)] {
+        for offset in [
+            json!(null),
+            json!("ABC"),
+            json!(-5000),
+            json!(1441),
+            json!(-1440.5),
+        ] {
             let mut doc = valid_doc();
             doc.insert("utcOffset".into(), offset.clone());
             assert_eq!(
@@ -227,7 +255,11 @@ mod tests {
         for app in [json!(null), json!(""), json!("  "), json!(1)] {
             let mut doc = valid_doc();
             doc.insert("app".into(), app.clone());
-            assert_eq!(message(validate_document(&doc)), "Bad or missing app field", "{app}");
+            assert_eq!(
+                message(validate_document(&doc)),
+                "Bad or missing app field",
+                "{app}"
+            );
         }
         let mut doc = valid_doc();
         doc.remove("app");
@@ -237,11 +269,21 @@ mod tests {
     #[test]
     fn document_checks_in_reference_order() {
         let doc = object(json!({"identifier": 5, "date": "x", "utcOffset": "x"}));
-        assert_eq!(message(validate_document(&doc)), "Bad or missing identifier field");
+        assert_eq!(
+            message(validate_document(&doc)),
+            "Bad or missing identifier field"
+        );
         let doc = object(json!({"identifier": "a", "date": "x", "utcOffset": "x"}));
-        assert_eq!(message(validate_document(&doc)), "Bad or missing date field");
-        let doc = object(json!({"identifier": "a", "date": 1_525_383_610_088_i64, "utcOffset": "x"}));
-        assert_eq!(message(validate_document(&doc)), "Bad or missing utcOffset field");
+        assert_eq!(
+            message(validate_document(&doc)),
+            "Bad or missing date field"
+        );
+        let doc =
+            object(json!({"identifier": "a", "date": 1_525_383_610_088_i64, "utcOffset": "x"}));
+        assert_eq!(
+            message(validate_document(&doc)),
+            "Bad or missing utcOffset field"
+        );
     }
 
     #[test]
@@ -280,7 +322,14 @@ mod tests {
     #[test]
     fn immutable_changed_field_fails() {
         let stored = valid_doc();
-        for field in ["identifier", "date", "utcOffset", "eventType", "device", "app"] {
+        for field in [
+            "identifier",
+            "date",
+            "utcOffset",
+            "eventType",
+            "device",
+            "app",
+        ] {
             let incoming = object(json!({ field: "other" }));
             assert_eq!(
                 message(check_immutable(&stored, &incoming, false)),
@@ -292,7 +341,13 @@ mod tests {
     #[test]
     fn immutable_field_missing_from_stored() {
         let stored = valid_doc();
-        for field in ["srvCreated", "subject", "srvModified", "modifiedBy", "isValid"] {
+        for field in [
+            "srvCreated",
+            "subject",
+            "srvModified",
+            "modifiedBy",
+            "isValid",
+        ] {
             let incoming = object(json!({ field: 1 }));
             assert_eq!(
                 message(check_immutable(&stored, &incoming, false)),
@@ -341,8 +396,14 @@ mod tests {
         assert!(!is_read_only(&valid_doc()));
         for field in ["isReadOnly", "readOnly", "readonly"] {
             assert!(is_read_only(&object(json!({ field: true }))), "{field}");
-            assert!(!is_read_only(&object(json!({ field: "true" }))), "{field} text");
-            assert!(!is_read_only(&object(json!({ field: false }))), "{field} false");
+            assert!(
+                !is_read_only(&object(json!({ field: "true" }))),
+                "{field} text"
+            );
+            assert!(
+                !is_read_only(&object(json!({ field: false }))),
+                "{field} false"
+            );
         }
     }
 }

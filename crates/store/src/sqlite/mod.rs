@@ -51,7 +51,7 @@ struct Inner {
 }
 
 /// Latest modification times of one collection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CollectionTimes {
     /// Largest srvModified, epoch milliseconds.
     pub srv_modified: Option<i64>,
@@ -64,8 +64,9 @@ pub struct CollectionTimes {
 impl SqliteStore {
     /// Opens (creating when missing) the database `nightjar.db` in `dir`.
     pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|err| StoreError::Corrupt(format!("cannot create {}: {err}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|err| {
+            StoreError::Corrupt(format!("cannot create {}: {err}", dir.display()))
+        })?;
         let path = dir.join("nightjar.db");
 
         // 1. The write connection creates the schema.
@@ -126,17 +127,28 @@ impl SqliteStore {
     /// and returns the plan's value once the commit is durable.
     ///
     /// A plan that returns an error writes nothing.
-    pub async fn write<T, F>(&self, collection: &str, lookup: Lookup, plan: F) -> Result<T, StoreError>
+    pub async fn write<T, F>(
+        &self,
+        collection: &str,
+        lookup: Lookup,
+        plan: F,
+    ) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(WriteContext) -> Result<(WriteAction, T), nightjar_apiv3::ApiError> + Send + 'static,
+        F: FnOnce(WriteContext) -> Result<(WriteAction, T), nightjar_apiv3::ApiError>
+            + Send
+            + 'static,
     {
         let (reply, answer) = oneshot::channel::<Result<T, StoreError>>();
         let collection = collection.to_string();
         let job: writer::Job = Box::new(move |transaction, clock| {
             match run_plan(transaction, clock, &collection, &lookup, plan) {
                 Ok(value) => Box::new(move |committed| {
-                    let _ = reply.send(if committed { Ok(value) } else { Err(StoreError::Closed) });
+                    let _ = reply.send(if committed {
+                        Ok(value)
+                    } else {
+                        Err(StoreError::Closed)
+                    });
                 }),
                 Err(err) => Box::new(move |_| {
                     let _ = reply.send(Err(err));
@@ -144,7 +156,13 @@ impl SqliteStore {
             }
         });
 
-        let sender = self.inner.jobs.lock().unwrap().clone().ok_or(StoreError::Closed)?;
+        let sender = self
+            .inner
+            .jobs
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or(StoreError::Closed)?;
         sender.send(job).map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
@@ -168,18 +186,28 @@ impl SqliteStore {
     }
 
     /// Finds a document by identifier (or database id of a document without identifier).
-    pub async fn find(&self, collection: &str, identifier: &str) -> Result<Option<StoredDocument>, StoreError> {
+    pub async fn find(
+        &self,
+        collection: &str,
+        identifier: &str,
+    ) -> Result<Option<StoredDocument>, StoreError> {
         let lookup = Lookup::by_identifier(identifier);
         let collection = collection.to_string();
-        self.read(move |connection| find_document(connection, &collection, &lookup)).await
+        self.read(move |connection| find_document(connection, &collection, &lookup))
+            .await
     }
 
     /// Runs a search: valid documents only, filtered, sorted and paged in SQL.
-    pub async fn search(&self, collection: &str, query: &SearchQuery) -> Result<Vec<StoredDocument>, StoreError> {
+    pub async fn search(
+        &self,
+        collection: &str,
+        query: &SearchQuery,
+    ) -> Result<Vec<StoredDocument>, StoreError> {
         let sql = query::search(collection, query);
         self.read(move |connection| {
             let mut statement = connection.prepare_cached(&sql.text)?;
-            let rows = statement.query_map(params_from_iter(sql.params.iter()), document_from_row)?;
+            let rows =
+                statement.query_map(params_from_iter(sql.params.iter()), document_from_row)?;
             rows.map(|row| row?).collect()
         })
         .await
@@ -209,7 +237,10 @@ impl SqliteStore {
     }
 
     /// Returns the latest modification times of `collection`, or `None` when it is empty.
-    pub async fn collection_times(&self, collection: &str) -> Result<Option<CollectionTimes>, StoreError> {
+    pub async fn collection_times(
+        &self,
+        collection: &str,
+    ) -> Result<Option<CollectionTimes>, StoreError> {
         let collection = collection.to_string();
         self.read(move |connection| {
             let times = connection.query_row(
@@ -241,7 +272,12 @@ impl SqliteStore {
 
     /// Returns up to `limit` changes after `cursor` in `collections` (all when empty),
     /// in cursor order.
-    pub async fn changes_after(&self, cursor: i64, collections: Vec<String>, limit: u32) -> Result<Vec<Change>, StoreError> {
+    pub async fn changes_after(
+        &self,
+        cursor: i64,
+        collections: Vec<String>,
+        limit: u32,
+    ) -> Result<Vec<Change>, StoreError> {
         let mut text = String::from(
             "SELECT cursor, collection, operation, key, body, srv_modified FROM changes WHERE cursor > ?",
         );
@@ -270,7 +306,13 @@ impl SqliteStore {
     /// Returns the oldest retained cursor, 0 when the feed is empty.
     pub async fn oldest_cursor(&self) -> Result<i64, StoreError> {
         self.read(|connection| {
-            Ok(connection.query_row("SELECT COALESCE(min(cursor), 0) FROM changes", [], |row| row.get(0))?)
+            Ok(
+                connection.query_row(
+                    "SELECT COALESCE(min(cursor), 0) FROM changes",
+                    [],
+                    |row| row.get(0),
+                )?,
+            )
         })
         .await
     }
@@ -278,7 +320,8 @@ impl SqliteStore {
     /// Lists the JSON bodies of an auth table (`auth_subjects` or `auth_roles`).
     pub async fn list_auth(&self, table: AuthTable) -> Result<Vec<Value>, StoreError> {
         self.read(move |connection| {
-            let mut statement = connection.prepare_cached(&format!("SELECT body FROM {} ORDER BY id", table.name()))?;
+            let mut statement = connection
+                .prepare_cached(&format!("SELECT body FROM {} ORDER BY id", table.name()))?;
             let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
             rows.map(|body| parse_json(&body?)).collect()
         })
@@ -286,24 +329,36 @@ impl SqliteStore {
     }
 
     /// Inserts or replaces an entry of an auth table.
-    pub async fn save_auth(&self, table: AuthTable, id: &str, body: &Value) -> Result<(), StoreError> {
+    pub async fn save_auth(
+        &self,
+        table: AuthTable,
+        id: &str,
+        body: &Value,
+    ) -> Result<(), StoreError> {
         let id = id.to_string();
         let body = body.to_string();
         self.auth_write(move |transaction| {
             transaction.execute(
-                &format!("INSERT OR REPLACE INTO {} (id, body) VALUES (?, ?)", table.name()),
+                &format!(
+                    "INSERT OR REPLACE INTO {} (id, body) VALUES (?, ?)",
+                    table.name()
+                ),
                 params![id, body],
             )?;
             Ok(true)
         })
         .await
+        .map(|_| ())
     }
 
     /// Deletes an entry of an auth table; returns whether it existed.
     pub async fn delete_auth(&self, table: AuthTable, id: &str) -> Result<bool, StoreError> {
         let id = id.to_string();
         self.auth_write(move |transaction| {
-            Ok(transaction.execute(&format!("DELETE FROM {} WHERE id = ?", table.name()), [id])? > 0)
+            Ok(
+                transaction.execute(&format!("DELETE FROM {} WHERE id = ?", table.name()), [id])?
+                    > 0,
+            )
         })
         .await
     }
@@ -316,10 +371,20 @@ impl SqliteStore {
         let job: writer::Job = Box::new(move |transaction, _clock| {
             let result = savepoint(transaction, |t| work(t));
             Box::new(move |committed| {
-                let _ = reply.send(if committed { result } else { Err(StoreError::Closed) });
+                let _ = reply.send(if committed {
+                    result
+                } else {
+                    Err(StoreError::Closed)
+                });
             })
         });
-        let sender = self.inner.jobs.lock().unwrap().clone().ok_or(StoreError::Closed)?;
+        let sender = self
+            .inner
+            .jobs
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or(StoreError::Closed)?;
         sender.send(job).map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
@@ -376,8 +441,18 @@ where
         let existing = find_document(transaction, collection, lookup)?;
         let old_key = existing.as_ref().map(|doc| doc.key.clone());
         let srv_modified = clock.next(transaction, collection)?;
-        let (action, value) = plan(WriteContext { existing, srv_modified }).map_err(StoreError::Rejected)?;
-        apply(transaction, collection, old_key.as_deref(), action, srv_modified)?;
+        let (action, value) = plan(WriteContext {
+            existing,
+            srv_modified,
+        })
+        .map_err(StoreError::Rejected)?;
+        apply(
+            transaction,
+            collection,
+            old_key.as_deref(),
+            action,
+            srv_modified,
+        )?;
         Ok(value)
     })
 }
@@ -400,15 +475,22 @@ fn apply(
         WriteAction::Replace { body, operation } => {
             let key = identifier_of(&body)?;
             if let Some(old) = old_key {
-                transaction.execute("DELETE FROM documents WHERE collection = ? AND key = ?", params![collection, old])?;
+                transaction.execute(
+                    "DELETE FROM documents WHERE collection = ? AND key = ?",
+                    params![collection, old],
+                )?;
             }
             insert_row(transaction, collection, &key, &body)?;
             let body = (operation != Operation::Delete).then_some(body);
             (operation, key, body)
         }
         WriteAction::Remove => {
-            let key = old_key.ok_or_else(|| StoreError::Corrupt("remove without a found document".into()))?;
-            transaction.execute("DELETE FROM documents WHERE collection = ? AND key = ?", params![collection, key])?;
+            let key = old_key
+                .ok_or_else(|| StoreError::Corrupt("remove without a found document".into()))?;
+            transaction.execute(
+                "DELETE FROM documents WHERE collection = ? AND key = ?",
+                params![collection, key],
+            )?;
             (Operation::Delete, key.to_string(), None)
         }
     };
@@ -430,11 +512,18 @@ fn apply(
 fn identifier_of(body: &Map<String, Value>) -> Result<String, StoreError> {
     match body.get("identifier") {
         Some(Value::String(identifier)) if !identifier.is_empty() => Ok(identifier.clone()),
-        _ => Err(StoreError::Corrupt("document to write has no identifier".into())),
+        _ => Err(StoreError::Corrupt(
+            "document to write has no identifier".into(),
+        )),
     }
 }
 
-fn insert_row(transaction: &Transaction<'_>, collection: &str, key: &str, body: &Map<String, Value>) -> Result<(), StoreError> {
+fn insert_row(
+    transaction: &Transaction<'_>,
+    collection: &str,
+    key: &str,
+    body: &Map<String, Value>,
+) -> Result<(), StoreError> {
     let date = body.get("date").and_then(Value::as_i64);
     let srv_modified = body.get("srvModified").and_then(Value::as_i64).unwrap_or(0);
     let created_at = body.get("created_at").and_then(Value::as_str);
@@ -459,9 +548,15 @@ fn insert_row(transaction: &Transaction<'_>, collection: &str, key: &str, body: 
 
 /// Finds the document a lookup addresses: by key first, then by fallback fields
 /// among documents without identifier.
-fn find_document(connection: &Connection, collection: &str, lookup: &Lookup) -> Result<Option<StoredDocument>, StoreError> {
+fn find_document(
+    connection: &Connection,
+    collection: &str,
+    lookup: &Lookup,
+) -> Result<Option<StoredDocument>, StoreError> {
     let by_key = connection
-        .prepare_cached("SELECT key, has_identifier, body FROM documents WHERE collection = ? AND key = ?")?
+        .prepare_cached(
+            "SELECT key, has_identifier, body FROM documents WHERE collection = ? AND key = ?",
+        )?
         .query_row(params![collection, lookup.identifier], document_from_row)
         .optional()?
         .transpose()?;
@@ -469,7 +564,9 @@ fn find_document(connection: &Connection, collection: &str, lookup: &Lookup) -> 
         return Ok(by_key);
     }
 
-    let mut text = String::from("SELECT key, has_identifier, body FROM documents WHERE collection = ? AND has_identifier = 0");
+    let mut text = String::from(
+        "SELECT key, has_identifier, body FROM documents WHERE collection = ? AND has_identifier = 0",
+    );
     let mut values = vec![SqlValue::Text(collection.to_string())];
     for (field, value) in &lookup.fallback {
         text.push_str(" AND json_extract(body, ?) = json_extract(?, '$')");
@@ -484,11 +581,17 @@ fn find_document(connection: &Connection, collection: &str, lookup: &Lookup) -> 
         .transpose()?)
 }
 
-fn document_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredDocument, StoreError>> {
+fn document_from_row(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<Result<StoredDocument, StoreError>> {
     let key: String = row.get(0)?;
     let has_identifier: bool = row.get(1)?;
     let body: String = row.get(2)?;
-    Ok(parse_object(&body).map(|body| StoredDocument { key, has_identifier, body }))
+    Ok(parse_object(&body).map(|body| StoredDocument {
+        key,
+        has_identifier,
+        body,
+    }))
 }
 
 fn change_from_row(row: &rusqlite::Row<'_>, collection: String) -> Result<Change, StoreError> {
@@ -497,7 +600,8 @@ fn change_from_row(row: &rusqlite::Row<'_>, collection: String) -> Result<Change
     Ok(Change {
         cursor: row.get(0)?,
         collection,
-        operation: Operation::from_code(code).ok_or_else(|| StoreError::Corrupt(format!("operation code {code}")))?,
+        operation: Operation::from_code(code)
+            .ok_or_else(|| StoreError::Corrupt(format!("operation code {code}")))?,
         identifier: row.get(3)?,
         document: body.map(|b| parse_object(&b)).transpose()?,
         srv_modified: row.get(5)?,

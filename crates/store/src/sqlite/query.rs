@@ -53,8 +53,9 @@ pub fn json_path(field: &str) -> String {
 /// Builds the statement for `query` on `collection`, soft-deleted documents excluded.
 pub fn search(collection: &str, query: &SearchQuery) -> Sql {
     let mut sql = Sql {
-        text: "SELECT key, has_identifier, body FROM documents WHERE collection = ? AND is_valid = 1"
-            .to_string(),
+        text:
+            "SELECT key, has_identifier, body FROM documents WHERE collection = ? AND is_valid = 1"
+                .to_string(),
         params: vec![SqlValue::Text(collection.to_string())],
     };
 
@@ -74,10 +75,12 @@ pub fn search(collection: &str, query: &SearchQuery) -> Sql {
         push_source(&mut sql, &source_of(field));
         sql.text.push_str(&format!(" {direction}, "));
     }
-    sql.text.push_str(&format!("key {direction} LIMIT ? OFFSET ?"));
+    sql.text
+        .push_str(&format!("key {direction} LIMIT ? OFFSET ?"));
     sql.params.push(SqlValue::Integer(i64::from(query.limit)));
-    sql.params
-        .push(SqlValue::Integer(i64::try_from(query.skip).unwrap_or(i64::MAX)));
+    sql.params.push(SqlValue::Integer(
+        i64::try_from(query.skip).unwrap_or(i64::MAX),
+    ));
     sql
 }
 
@@ -113,7 +116,12 @@ fn push_filter(sql: &mut Sql, filter: &Filter) {
         (op, FilterValue::Single(value)) => push_comparison(sql, &source, operator(op), value),
         // A list or pattern with another operator cannot come out of the parser;
         // compare with the whole value as text so the query stays well-formed.
-        (op, other) => push_comparison(sql, &source, operator(op), &Value::String(format!("{other:?}"))),
+        (op, other) => push_comparison(
+            sql,
+            &source,
+            operator(op),
+            &Value::String(format!("{other:?}")),
+        ),
     }
 }
 
@@ -148,7 +156,8 @@ fn push_regexp(sql: &mut Sql, source: &Source, pattern: &str) {
         Source::Json(path) => {
             // json_extract of a non-text value gives a number or JSON text; only
             // real strings may match.
-            sql.text.push_str("CASE WHEN json_type(body, ?) = 'text' THEN json_extract(body, ?) END");
+            sql.text
+                .push_str("CASE WHEN json_type(body, ?) = 'text' THEN json_extract(body, ?) END");
             sql.params.push(SqlValue::Text(path.clone()));
             sql.params.push(SqlValue::Text(path.clone()));
         }

@@ -31,7 +31,11 @@ pub struct Clock {
 impl Clock {
     /// Returns the next srvModified for `collection`: the wall clock, or the previous
     /// value plus one when the clock has not moved past it.
-    pub fn next(&mut self, transaction: &Transaction<'_>, collection: &str) -> Result<i64, StoreError> {
+    pub fn next(
+        &mut self,
+        transaction: &Transaction<'_>,
+        collection: &str,
+    ) -> Result<i64, StoreError> {
         let previous = match self.last.get(collection) {
             Some(value) => *value,
             None => transaction
@@ -104,7 +108,11 @@ pub fn run(mut connection: Connection, jobs: mpsc::Receiver<Job>, head: watch::S
 
 type BatchError = (rusqlite::Error, Vec<Completion>);
 
-fn run_batch(connection: &mut Connection, clock: &mut Clock, batch: Vec<Job>) -> Result<Vec<Completion>, BatchError> {
+fn run_batch(
+    connection: &mut Connection,
+    clock: &mut Clock,
+    batch: Vec<Job>,
+) -> Result<Vec<Completion>, BatchError> {
     let transaction = match connection.transaction() {
         Ok(transaction) => transaction,
         Err(err) => {
@@ -112,7 +120,10 @@ fn run_batch(connection: &mut Connection, clock: &mut Clock, batch: Vec<Job>) ->
             return Err((err, completions));
         }
     };
-    let completions: Vec<Completion> = batch.into_iter().map(|job| job(&transaction, clock)).collect();
+    let completions: Vec<Completion> = batch
+        .into_iter()
+        .map(|job| job(&transaction, clock))
+        .collect();
     match transaction.commit() {
         Ok(()) => Ok(completions),
         Err(err) => Err((err, completions)),
@@ -125,5 +136,9 @@ fn noop() -> Completion {
 
 /// Returns the cursor of the newest change, 0 when there is none.
 pub fn last_cursor(connection: &Connection) -> rusqlite::Result<i64> {
-    connection.query_row("SELECT COALESCE(max(cursor), 0) FROM changes", params![], |row| row.get(0))
+    connection.query_row(
+        "SELECT COALESCE(max(cursor), 0) FROM changes",
+        params![],
+        |row| row.get(0),
+    )
 }
