@@ -27,9 +27,9 @@ pub struct ParsedDate {
     pub offset_minutes: Option<i32>,
 }
 
-/// ISO 8601 extended form: `2018-05-03`, `2018-05`, `2018-W18-4`, `2018-123`, each
-/// optionally followed by `T` or a space, a time `21:40:10.088` (`,` also separates the
-/// fraction; seconds and minutes may be left out) and a zone `Z`, `+02`, `+0200` or `+02:00`.
+/// ISO 8601 extended form: a date `2018-05-03`, `2018-05`, `2018-W18-4` or `2018-123`.
+/// It may be followed by `T` or a space and a time `21:40:10.088`, `21:40` or `21`, in which
+/// `,` may separate the fraction. A zone `Z`, `+02`, `+0200` or `+02:00` may follow the time.
 static ISO_EXTENDED: LazyLock<Regex> = LazyLock::new(|| {
     iso_regex(
         r"(?P<year>\d{4})-(?:(?P<month>\d\d)(?:-(?P<day>\d\d))?|W(?P<week>\d\d)(?:-(?P<weekday>\d))?|(?P<ordinal>\d{3}))",
@@ -38,7 +38,8 @@ static ISO_EXTENDED: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// ISO 8601 basic form: `20180503T214010.088+0200` and the like. A basic date without a
-/// time is all digits, so it never reaches this pattern: numeric text is read as a number.
+/// time never reaches this pattern, because it is all digits and numeric text is read as a
+/// number.
 static ISO_BASIC: LazyLock<Regex> = LazyLock::new(|| {
     iso_regex(
         r"(?P<year>\d{4})(?:(?P<month>\d\d)(?P<day>\d\d)|W(?P<week>\d\d)(?P<weekday>\d)?|(?P<ordinal>\d{3}))",
@@ -192,7 +193,7 @@ fn parse_iso(text: &str) -> Option<ParsedDate> {
     })
 }
 
-/// Builds the calendar date from the captured parts; a missing day or weekday is the first.
+/// Builds the calendar date from the captured parts. A missing day or weekday is the first.
 fn iso_date(captures: &Captures) -> Option<NaiveDate> {
     let year: i32 = number_group(captures, "year")?;
     if let Some(month) = number_group(captures, "month") {
@@ -208,7 +209,7 @@ fn iso_date(captures: &Captures) -> Option<NaiveDate> {
     NaiveDate::from_yo_opt(year, number_group(captures, "ordinal")?)
 }
 
-/// Builds the time of day; missing parts are zero and the fraction is cut to milliseconds.
+/// Builds the time of day. Missing parts are zero, and the fraction is cut to milliseconds.
 fn iso_time(captures: &Captures) -> Option<NaiveTime> {
     let hour = number_group(captures, "hour").unwrap_or(0);
     let minute = number_group(captures, "minute").unwrap_or(0);

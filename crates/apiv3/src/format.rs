@@ -27,8 +27,8 @@ impl OutputFormat {
     /// Every format, in the order that wins ties in content negotiation.
     const ALL: [OutputFormat; 3] = [OutputFormat::Json, OutputFormat::Csv, OutputFormat::Xml];
 
-    /// Picks the format for a URL extension (`entries.csv`), case-insensitively; other
-    /// extensions give `None`, which the caller answers with [`ApiError::unsupported_format`].
+    /// Picks the format for a URL extension (`entries.csv`), case-insensitively. Other
+    /// extensions give `None`, and the caller then returns [`ApiError::unsupported_format`].
     pub fn from_extension(extension: &str) -> Option<OutputFormat> {
         match extension.to_ascii_lowercase().as_str() {
             "json" => Some(OutputFormat::Json),
@@ -82,7 +82,7 @@ impl OutputFormat {
         }
     }
 
-    /// Finds how strongly the client accepts this format; `None` when not at all.
+    /// Finds the client's preference for this format, or `None` when it rejects the format.
     fn preference(self, ranges: &[MediaRange], format_index: usize) -> Option<Preference> {
         let mut best: Option<Preference> = None;
         for (range_index, range) in ranges.iter().enumerate() {
@@ -111,16 +111,16 @@ impl OutputFormat {
 
 /// One media range of an `Accept` header, such as `text/*;q=0.5`.
 struct MediaRange {
-    /// Type, lower case; `*` for any.
+    /// Type in lower case, or `*` for any.
     kind: String,
-    /// Subtype, lower case; `*` for any.
+    /// Subtype in lower case, or `*` for any.
     subtype: String,
     /// Quality from the `q` parameter, 1 when absent.
     quality: f32,
 }
 
 impl MediaRange {
-    /// Parses one comma-separated entry; a lone `*` counts as `*/*`, and an entry without a
+    /// Parses one comma-separated entry. A lone `*` counts as `*/*`, and an entry without a
     /// `/` or with an invalid `q` is skipped.
     fn parse(entry: &str) -> Option<MediaRange> {
         let mut parts = entry.split(';');
@@ -160,7 +160,7 @@ impl MediaRange {
     }
 }
 
-/// How strongly a client accepts one format.
+/// The strength of a client's preference for one format.
 #[derive(Debug, Clone, Copy)]
 struct Preference {
     /// Quality of the deciding media range.
@@ -254,7 +254,7 @@ pub fn render_xml_item(doc: &Map<String, Value>) -> String {
     output
 }
 
-/// Renders documents as XML: the declaration, then an `<items>` element that holds one
+/// Renders documents as XML: the declaration, then an `<items>` element that contains one
 /// `<item>` per document, each with one child element per field.
 ///
 /// Text, numbers (in JavaScript's format) and booleans become element text, with `&`, `<`,

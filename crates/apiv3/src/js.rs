@@ -4,7 +4,7 @@
 
 use serde_json::{Number, Value};
 
-/// Largest integer that a JavaScript number holds exactly (2^53 - 1).
+/// Largest integer that a JavaScript number represents exactly (2^53 - 1).
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 /// Tells whether JavaScript treats the value as true in a condition. A missing value is false.
@@ -89,9 +89,9 @@ pub(crate) fn format_js_double(x: f64) -> String {
     }
 }
 
-/// Converts a value as JavaScript's `Number(value)` does; a missing value gives NaN.
-/// Text is read as a decimal literal or `Infinity`; hexadecimal, octal and binary
-/// literals give NaN here, although JavaScript reads them.
+/// Converts a value as JavaScript's `Number(value)` does, with NaN for a missing value.
+/// Text is read as a decimal literal or `Infinity`. Hexadecimal, octal and binary literals
+/// give NaN here, although JavaScript reads them.
 pub(crate) fn to_js_number(value: Option<&Value>) -> f64 {
     match value {
         None => f64::NAN,
@@ -99,7 +99,7 @@ pub(crate) fn to_js_number(value: Option<&Value>) -> f64 {
         Some(Value::Bool(flag)) => f64::from(u8::from(*flag)),
         Some(Value::Number(number)) => number.as_f64().unwrap_or(f64::NAN),
         Some(Value::String(text)) => parse_js_number_text(text),
-        // Number([]) is 0 and Number([x]) converts x through its text; longer arrays are NaN.
+        // Number([]) is 0, Number([x]) converts x through its text, and longer arrays are NaN.
         Some(Value::Array(items)) => match items.as_slice() {
             [] => 0.0,
             [item] => parse_js_number_text(&to_js_string(Some(item))),
@@ -134,7 +134,7 @@ pub(crate) fn parse_js_number_text(text: &str) -> f64 {
 /// Converts a JavaScript number into JSON: an integer when it has no fraction and
 /// fits in i64, otherwise a float. Non-finite numbers become `null`, as in `JSON.stringify`.
 pub(crate) fn number_value(x: f64) -> Value {
-    // 2^63 as f64; `as i64` saturates, so the bound keeps the conversion exact.
+    // The bound is 2^63. Below it, `as i64` converts an integral float exactly.
     const I64_LIMIT: f64 = 9_223_372_036_854_775_808.0;
     if x.fract() == 0.0 && x.abs() < I64_LIMIT {
         return Value::from(x as i64);

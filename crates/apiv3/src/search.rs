@@ -48,7 +48,7 @@ thread_local! {
 pub enum FilterOp {
     /// `eq` (also a bare `field=value`): equal.
     Eq,
-    /// `ne`: not equal; also matches documents without the field.
+    /// `ne`: not equal, which also matches documents without the field.
     Ne,
     /// `gt`: greater than.
     Gt,
@@ -60,14 +60,15 @@ pub enum FilterOp {
     Lte,
     /// `in`: equal to one of the `|`-separated values.
     In,
-    /// `nin`: equal to none of the `|`-separated values; also matches documents without the field.
+    /// `nin`: equal to none of the `|`-separated values, which also matches documents
+    /// without the field.
     Nin,
     /// `re`: the field is text that the regular expression matches somewhere.
     Re,
 }
 
 impl FilterOp {
-    /// Parses an operator name as written after `$`; names are case-sensitive.
+    /// Parses an operator name as written after `$`, case-sensitively.
     pub fn parse(name: &str) -> Option<FilterOp> {
         let op = match name {
             "eq" => FilterOp::Eq,
@@ -111,7 +112,7 @@ pub enum FilterValue {
     Pattern(String),
 }
 
-/// One condition of a search; all filters of a query must match.
+/// One condition of a search. A document must match all filters of a query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Filter {
     /// Field path, with `.` between the names of nested fields.
@@ -136,13 +137,13 @@ pub struct SortSpec {
 pub struct SearchQuery {
     /// Conditions that every returned document meets.
     pub filters: Vec<Filter>,
-    /// Requested order; `None` sorts by the tie-break fields ascending.
+    /// Requested order, or `None` to sort by the tie-break fields ascending.
     pub sort: Option<SortSpec>,
     /// Max number of documents to return, at least 1.
     pub limit: u32,
     /// Number of matching documents to skip before the first returned one.
     pub skip: u64,
-    /// Top-level fields to return; `None` returns all fields.
+    /// Top-level fields to return, or `None` for all fields.
     pub fields: Option<Vec<String>>,
 }
 
@@ -160,8 +161,8 @@ pub struct SearchQuery {
 ///
 /// Returns 400 `Unsupported filter operator <op>` for an unknown operator, and 400
 /// `Invalid regular expression in parameter <name>` for a pattern that the `regex` crate
-/// rejects. The reference passes patterns to MongoDB, which answers such a pattern with a
-/// server error.
+/// rejects. The reference passes patterns to MongoDB, so such a pattern gives a server
+/// error there.
 pub fn parse_filter(key: &str, raw: &str) -> Result<Filter, ApiError> {
     let (field, op) = match OPERATOR_SUFFIX.captures(key) {
         Some(captures) => {
@@ -186,7 +187,7 @@ pub fn parse_filter(key: &str, raw: &str) -> Result<Filter, ApiError> {
 
 /// Parses the query pairs of a search request (URL-decoded, in order).
 ///
-/// Pairs named in [`RESERVED_PARAMETERS`] control the search; every other pair is a filter
+/// Pairs named in [`RESERVED_PARAMETERS`] control the search, and every other pair is a filter
 /// (see [`parse_filter`]). A reserved parameter given twice takes its last value, and an
 /// empty value counts as absent.
 ///
@@ -381,7 +382,7 @@ fn comparison_holds(op: FilterOp, ordering: Ordering) -> bool {
     }
 }
 
-/// Tells whether any candidate equals `value`; a null `value` also matches a missing field.
+/// Tells whether any candidate equals `value`. A null `value` also matches a missing field.
 fn equals_any(candidates: &[&Value], value: &Value, missing: bool) -> bool {
     if value.is_null() && missing {
         return true;
@@ -471,7 +472,7 @@ fn sort_key<'a>(doc: &'a Value, field: &str) -> &'a Value {
         .unwrap_or(&Value::Null)
 }
 
-/// Strips surrounding single quotes; a lone `'` becomes empty text, as in the reference.
+/// Strips surrounding single quotes. A lone `'` becomes empty text, as in the reference.
 fn unquote(raw: &str) -> Option<&str> {
     if raw == "'" {
         return Some("");
@@ -641,7 +642,7 @@ mod tests {
 
     #[test]
     fn filter_key_split_like_reference() {
-        // The field ends at the last `$` followed by letters; trailing characters are ignored.
+        // The field ends at the last `$` followed by letters, and later characters are ignored.
         let parsed = filter("a$b$gte", "1");
         assert_eq!((parsed.field.as_str(), parsed.op), ("a$b", FilterOp::Gte));
         let parsed = filter("sgv$gt1", "1");
@@ -1132,7 +1133,7 @@ mod tests {
 
     #[test]
     fn documents_sort_a_list() {
-        let mut docs = vec![
+        let mut docs = [
             json!({"identifier": "c", "date": 3}),
             json!({"identifier": "a", "date": 2}),
             json!({"identifier": "b", "date": 1}),

@@ -106,7 +106,7 @@ fn to_mills(value: Option<&Value>) -> Option<f64> {
             if number.is_finite() {
                 return Some(number);
             }
-            // NOTE: JavaScript reads ISO text without a zone as local time; this reads it
+            // NOTE: JavaScript reads ISO text without a zone as local time, but this reads it
             // as UTC, which matches a reference server running in UTC.
             let Value::String(text) = value else {
                 return None;

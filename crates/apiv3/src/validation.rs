@@ -107,7 +107,7 @@ pub fn check_immutable(
 }
 
 /// Tells whether a stored document is read-only: `isReadOnly`, `readOnly` or `readonly`
-/// is `true`. Modifying such a document answers [`ApiError::read_only`].
+/// is `true`. Modifying such a document fails with [`ApiError::read_only`].
 pub fn is_read_only(doc: &Map<String, Value>) -> bool {
     ["isReadOnly", "readOnly", "readonly"]
         .iter()
