@@ -260,7 +260,7 @@ pub fn render_xml_item(doc: &Map<String, Value>) -> String {
 /// Text, numbers (in JavaScript's format) and booleans become element text, with `&`, `<`,
 /// `>` escaped and CR written as `&#13;`. Characters that XML 1.0 forbids become U+FFFD.
 /// `null` and empty objects or arrays give an empty element. An object nests its fields as
-/// child elements, and an array holds one `<item>` element per entry.
+/// child elements, and an array contains one `<item>` element per entry.
 ///
 /// A field name that is not a valid XML name is rewritten: each character not allowed
 /// in a name (`:` included, to keep the output free of namespace prefixes) becomes `_`, and
