@@ -39,7 +39,7 @@ install_node_modules() {
     return
   fi
   log "npm ci in $dir"
-  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   cp "$dir/package-lock.json" "$stamp"
 }
 
