@@ -46,6 +46,18 @@ pub struct CoreConfig {
     #[arg(long, env = "API3_CREATED_AT_FALLBACK_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub api3_created_at_fallback_enabled: bool,
 
+    /// How long change records are kept for resuming watchers, in seconds.
+    #[arg(long, env = "NIGHTJAR_CHANGE_RETENTION", default_value_t = 7 * 24 * 3600)]
+    pub change_retention: u64,
+
+    /// Most change records kept for resuming watchers; older ones are pruned.
+    #[arg(
+        long,
+        env = "NIGHTJAR_CHANGE_RETENTION_COUNT",
+        default_value_t = 1_000_000
+    )]
+    pub change_retention_count: u64,
+
     /// Lifetime of JWTs issued by `/api/v2/authorization/request`, in seconds.
     #[arg(long, env = "NIGHTJAR_JWT_LIFETIME", default_value_t = 8 * 3600)]
     pub jwt_lifetime: u64,

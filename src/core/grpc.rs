@@ -2,12 +2,10 @@
 //! their outcomes back, nothing more.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use nightjar_apiv3::{ApiError, Collection};
 use serde_json::Value;
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::debug;
 
@@ -357,7 +355,7 @@ impl Storage for StorageService {
         }))
     }
 
-    type WatchChangesStream = Pin<Box<dyn Stream<Item = Result<Change, Status>> + Send + 'static>>;
+    type WatchChangesStream = super::watch::ChangeStream;
 
     async fn watch_changes(
         &self,
@@ -369,9 +367,31 @@ impl Storage for StorageService {
             .authenticate(request.metadata())
             .await
             .map_err(status)?;
+        let peer = super::auth::client_ip(request.metadata());
         let message = request.into_inner();
-        let stream = super::watch::open(self.core.clone(), &caller, message).await?;
-        Ok(Response::new(Box::pin(stream)))
+        let stream = super::watch::open(self.core.clone(), &caller, message, peer).await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn get_cursor(
+        &self,
+        request: Request<GetCursorRequest>,
+    ) -> GrpcResult<GetCursorResponse> {
+        self.core
+            .auth
+            .authenticate(request.metadata())
+            .await
+            .map_err(status)?;
+        let oldest = self
+            .core
+            .store()
+            .pruned_through()
+            .await
+            .map_err(|err| status(super::documents::store_error(err)))?;
+        Ok(Response::new(GetCursorResponse {
+            cursor: self.core.store().head().to_string(),
+            oldest_cursor: oldest.to_string(),
+        }))
     }
 }
 

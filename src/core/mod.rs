@@ -157,6 +157,12 @@ pub async fn start(config: CoreConfig, secret: ApiSecret) -> Result<Running, Str
             let _ = until_stopped.wait_for(|stopped| *stopped).await;
         });
     let server = tokio::spawn(server);
+    tokio::spawn(prune_changes(
+        core.store().clone(),
+        std::time::Duration::from_secs(config.change_retention),
+        config.change_retention_count,
+        shutdown.clone(),
+    ));
 
     info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -171,6 +177,32 @@ pub async fn start(config: CoreConfig, secret: ApiSecret) -> Result<Running, Str
         server,
         stop,
     })
+}
+
+/// How often old change records are pruned.
+const PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Prunes change records older than `retention` or beyond the newest `keep_count`,
+/// at start and then every minute, until shutdown.
+async fn prune_changes(
+    store: SqliteStore,
+    retention: std::time::Duration,
+    keep_count: u64,
+    mut shutdown: signal::Receiver<bool>,
+) {
+    loop {
+        let cutoff = nightjar_store::sqlite::now_ms()
+            - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        match store.prune_changes(cutoff, keep_count).await {
+            Ok(0) => {}
+            Ok(deleted) => info!(deleted, "pruned old change records"),
+            Err(err) => warn!(cause = %err, "pruning change records failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_INTERVAL) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

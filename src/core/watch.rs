@@ -3,15 +3,21 @@
 //! Each stream reads the durable change table in batches and waits on the store's
 //! head cursor when it has caught up, so replay and live delivery are one loop with
 //! no seam: nothing is skipped or sent twice between them. The outgoing queue is
-//! bounded; a consumer that stops reading holds back only its own reader task.
+//! bounded; a consumer that stops reading for `SLOW_CONSUMER_TIMEOUT` is ended with
+//! RESOURCE_EXHAUSTED and the last cursor it was handed.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use nightjar_apiv3::{ApiError, Collection, ErrorKind};
 use nightjar_auth::Principal;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::Stream;
 use tonic::Status;
+use tonic::metadata::MetadataValue;
 use tracing::{debug, info, warn};
 
 use super::Core;
@@ -24,13 +30,26 @@ const BATCH: u32 = 500;
 /// Changes queued per stream before the reader waits for the consumer.
 const QUEUE: usize = 1024;
 
+/// How long a full queue may stay full before the consumer counts as lagging.
+const SLOW_CONSUMER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Metadata key carrying the oldest available cursor with OUT_OF_RANGE.
+pub const OLDEST_CURSOR_KEY: &str = "nightjar-oldest-cursor";
+
+/// Metadata key carrying the last cursor handed to a consumer ended for lagging.
+pub const LAST_CURSOR_KEY: &str = "nightjar-last-cursor";
+
+/// Number of consumers ended for lagging since start.
+pub static LAGGED_CONSUMERS: AtomicU64 = AtomicU64::new(0);
+
 /// Starts a watch for `caller`; fails when no requested collection is readable or
-/// the cursor is malformed.
+/// the cursor is malformed or older than retention.
 pub async fn open(
     core: Arc<Core>,
     caller: &Principal,
     request: WatchChangesRequest,
-) -> Result<ReceiverStream<Result<Change, Status>>, Status> {
+    peer: String,
+) -> Result<ChangeStream, Status> {
     // 1. Collections: the requested ones the caller may read, all readable when none requested.
     let requested: Vec<Collection> = if request.collections.is_empty() {
         Collection::ALL.to_vec()
@@ -58,32 +77,66 @@ pub async fn open(
     let cursor = if request.cursor.is_empty() {
         core.store().head()
     } else {
-        request.cursor.parse::<i64>().map_err(|_| {
-            Status::invalid_argument(format!(
-                "invalid cursor {:?}: expected a cursor from a Change",
-                request.cursor
-            ))
-        })?
+        parse_cursor(&request.cursor)?
     };
+    let pruned_through = core
+        .store()
+        .pruned_through()
+        .await
+        .map_err(|err| proto::status_from_api_error(&super::documents::store_error(err)))?;
+    if cursor < pruned_through {
+        let mut status = Status::out_of_range(format!(
+            "cursor {cursor} is older than the retained change history; resync through History, then watch from cursor {pruned_through}"
+        ));
+        if let Ok(value) = MetadataValue::try_from(pruned_through.to_string()) {
+            status.metadata_mut().insert(OLDEST_CURSOR_KEY, value);
+        }
+        return Err(status);
+    }
 
+    // 3. The reader task and the stream handed to tonic.
     let (sender, receiver) = mpsc::channel(QUEUE);
+    let (lagged, lag_signal) = oneshot::channel();
     let subject = caller
         .subject
-        .as_deref()
-        .unwrap_or("api-secret")
-        .to_string();
-    info!(subject, cursor, collections = ?collections, "change stream opened");
-    tokio::spawn(follow(core, collections, cursor, sender, subject));
-    Ok(ReceiverStream::new(receiver))
+        .clone()
+        .unwrap_or_else(|| "api-secret".to_string());
+    info!(subject, peer, cursor, collections = ?collections, "change stream opened");
+    tokio::spawn(follow(
+        core,
+        collections,
+        cursor,
+        sender,
+        lagged,
+        subject,
+        peer,
+    ));
+    Ok(ChangeStream {
+        receiver,
+        lag_signal: Some(lag_signal),
+        last_cursor: String::new(),
+    })
 }
 
-/// Sends every change after `cursor` until the consumer goes away or core stops.
+/// Parses a cursor from a `Change`; anything else is INVALID_ARGUMENT.
+pub fn parse_cursor(text: &str) -> Result<i64, Status> {
+    match text.parse::<i64>() {
+        Ok(cursor) if cursor >= 0 => Ok(cursor),
+        _ => Err(Status::invalid_argument(format!(
+            "invalid cursor {text:?}: expected a cursor from a Change"
+        ))),
+    }
+}
+
+/// Sends every change after `cursor` until the consumer goes away, lags, or core stops.
 async fn follow(
     core: Arc<Core>,
     collections: Vec<String>,
     mut cursor: i64,
     sender: mpsc::Sender<Result<Change, Status>>,
+    lagged: oneshot::Sender<()>,
     subject: String,
+    peer: String,
 ) {
     let mut head = core.store().watch_head();
     let mut shutdown = core.shutdown.clone();
@@ -97,7 +150,7 @@ async fn follow(
         {
             Ok(batch) => batch,
             Err(err) => {
-                warn!(subject, cursor, cause = %err, "change stream cannot read the feed");
+                warn!(subject, peer, cursor, cause = %err, "change stream cannot read the feed");
                 let _ = sender
                     .send(Err(Status::unavailable("change feed unavailable")))
                     .await;
@@ -106,13 +159,14 @@ async fn follow(
         };
 
         if batch.is_empty() {
-            // Caught up: the scan covered everything up to the head seen before it, so
-            // move past changes in other collections and wait for the next commit.
+            // Caught up: nothing in these collections up to the head seen before the
+            // scan, so move past other collections' changes and wait for a commit.
             cursor = cursor.max(seen_head);
             tokio::select! {
                 changed = head.changed() => if changed.is_err() { return },
                 _ = shutdown.changed() => {
-                    let _ = sender.send(Err(Status::unavailable("core is shutting down"))).await;
+                    let _ = sender.send(Err(Status::unavailable("core is shutting down; resume from your last cursor"))).await;
+                    info!(subject, peer, cursor, "change stream closed for shutdown");
                     return;
                 }
                 _ = sender.closed() => break,
@@ -121,14 +175,69 @@ async fn follow(
         }
 
         for change in batch {
+            let permit = match tokio::time::timeout(SLOW_CONSUMER_TIMEOUT, sender.reserve()).await {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) => {
+                    debug!(subject, peer, cursor, "change stream consumer went away");
+                    return;
+                }
+                Err(_) => {
+                    LAGGED_CONSUMERS.fetch_add(1, Ordering::Relaxed);
+                    warn!(
+                        subject,
+                        peer, cursor, "change stream consumer lagged; ending its stream"
+                    );
+                    let _ = lagged.send(());
+                    return;
+                }
+            };
             cursor = change.cursor;
-            if sender.send(Ok(to_message(change))).await.is_err() {
-                debug!(subject, cursor, "change stream consumer went away");
-                return;
-            }
+            permit.send(Ok(to_message(change)));
         }
     }
-    info!(subject, cursor, "change stream closed");
+    info!(subject, peer, cursor, "change stream closed");
+}
+
+/// The stream tonic sends: queued changes, ended early with RESOURCE_EXHAUSTED when
+/// the reader found the consumer lagging.
+pub struct ChangeStream {
+    /// Changes from the reader task.
+    receiver: mpsc::Receiver<Result<Change, Status>>,
+    /// Fires when the consumer lagged; taken once fired.
+    lag_signal: Option<oneshot::Receiver<()>>,
+    /// Cursor of the last change yielded to tonic.
+    last_cursor: String,
+}
+
+impl Stream for ChangeStream {
+    type Item = Result<Change, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(signal) = self.lag_signal.as_mut() {
+            match Pin::new(signal).poll(context) {
+                Poll::Ready(Ok(())) => {
+                    self.lag_signal = None;
+                    self.receiver.close();
+                    let mut status = Status::resource_exhausted(
+                        "consumer too slow; resume from the last cursor received",
+                    );
+                    if let Ok(value) = MetadataValue::try_from(self.last_cursor.clone()) {
+                        status.metadata_mut().insert(LAST_CURSOR_KEY, value);
+                    }
+                    return Poll::Ready(Some(Err(status)));
+                }
+                Poll::Ready(Err(_)) => self.lag_signal = None,
+                Poll::Pending => {}
+            }
+        }
+        match self.receiver.poll_recv(context) {
+            Poll::Ready(Some(Ok(change))) => {
+                self.last_cursor = change.cursor.clone();
+                Poll::Ready(Some(Ok(change)))
+            }
+            other => other,
+        }
+    }
 }
 
 /// Converts a stored change into its wire form.

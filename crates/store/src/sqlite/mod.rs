@@ -303,18 +303,44 @@ impl SqliteStore {
         .await
     }
 
-    /// Returns the oldest retained cursor, 0 when the feed is empty.
-    pub async fn oldest_cursor(&self) -> Result<i64, StoreError> {
-        self.read(|connection| {
-            Ok(
-                connection.query_row(
-                    "SELECT COALESCE(min(cursor), 0) FROM changes",
-                    [],
-                    |row| row.get(0),
-                )?,
-            )
-        })
-        .await
+    /// Returns the newest cursor whose change was pruned (0 when none was): a watcher
+    /// starting before it has lost history.
+    pub async fn pruned_through(&self) -> Result<i64, StoreError> {
+        self.read(|connection| Ok(pruned_through(connection)?))
+            .await
+    }
+
+    /// Deletes change records recorded before `recorded_before` (epoch ms) and those
+    /// beyond the newest `keep_count`; returns how many were deleted.
+    pub async fn prune_changes(
+        &self,
+        recorded_before: i64,
+        keep_count: u64,
+    ) -> Result<usize, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job: writer::Job = Box::new(move |transaction, _clock| {
+            let result = savepoint(transaction, |t| prune(t, recorded_before, keep_count));
+            Box::new(move |committed| {
+                let _ = reply.send(if committed {
+                    result
+                } else {
+                    Err(StoreError::Closed)
+                });
+            })
+        });
+        self.submit(job)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    fn submit(&self, job: writer::Job) -> Result<(), StoreError> {
+        let sender = self
+            .inner
+            .jobs
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        sender.send(job).map_err(|_| StoreError::Closed)
     }
 
     /// Lists the JSON bodies of an auth table (`auth_subjects` or `auth_roles`).
@@ -406,6 +432,39 @@ impl AuthTable {
             AuthTable::Roles => "auth_roles",
         }
     }
+}
+
+fn pruned_through(connection: &Connection) -> rusqlite::Result<i64> {
+    Ok(connection
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'pruned_through'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
+fn prune(
+    transaction: &Transaction<'_>,
+    recorded_before: i64,
+    keep_count: u64,
+) -> Result<usize, StoreError> {
+    let head = writer::last_cursor(transaction)?;
+    let keep_from = head.saturating_sub(i64::try_from(keep_count).unwrap_or(i64::MAX));
+    let through: Option<i64> = transaction.query_row(
+        "SELECT max(cursor) FROM changes WHERE recorded_at < ? OR cursor <= ?",
+        params![recorded_before, keep_from],
+        |row| row.get(0),
+    )?;
+    let Some(through) = through else { return Ok(0) };
+    let deleted = transaction.execute("DELETE FROM changes WHERE cursor <= ?", [through])?;
+    transaction.execute(
+        "INSERT INTO meta (key, value) VALUES ('pruned_through', ?) \
+         ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+        [through],
+    )?;
+    Ok(deleted)
 }
 
 /// Runs `work` inside a savepoint, rolling it back when `work` fails.

@@ -36,6 +36,8 @@ CREATE INDEX IF NOT EXISTS changes_recorded_at ON changes (recorded_at);
 
 CREATE TABLE IF NOT EXISTS auth_subjects (id TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS auth_roles (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 ";
 
 /// Applies the settings every connection needs.
