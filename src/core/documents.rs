@@ -68,7 +68,13 @@ impl Documents {
     ) -> Result<WriteOutcome, ApiError> {
         // 1. Shape the document as the client meant it.
         let mut document = validation::check_body(&body)?.clone();
-        date::normalize_dates(&mut document, self.rules.created_at_fallback)?;
+        if let Err(date_error) =
+            date::normalize_dates(&mut document, self.rules.created_at_fallback)
+        {
+            // APIv3 reports a malformed identifier before a bad date.
+            identifier::resolve_identifier(&mut document)?;
+            return Err(date_error);
+        }
         let identifier = identifier::resolve_identifier(&mut document)?;
         validation::validate_document(&document)?;
         if collection == Collection::Treatments {
@@ -243,12 +249,13 @@ impl Documents {
                 check_modifiable(collection, &existing, if_unmodified_since)?;
                 validation::check_immutable(&existing.body, &patch, false)?;
 
+                let mut patch = patch;
+                if collection == Collection::Treatments {
+                    server_fields::set_treatment_end(&mut patch, Some(&existing.body));
+                }
                 let mut merged = existing.body.clone();
                 for (field, value) in patch {
                     merged.insert(field, value);
-                }
-                if collection == Collection::Treatments {
-                    server_fields::set_treatment_end(&mut merged, Some(&existing.body));
                 }
                 merged.insert("srvModified".into(), context.srv_modified.into());
                 if let Some(name) = caller.subject.as_deref() {
