@@ -6,8 +6,7 @@ mod common;
 
 use common::Nightjar;
 use common::rest::{
-    ADMIN_SUBJECT, Api, BASE_DATE, api_secret_hash, expect_error, expect_status,
-    expected_access_token,
+    ADMIN_SUBJECT, Api, BASE_DATE, expect_error, expect_status, expected_access_token,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -610,15 +609,4 @@ async fn admin_api_role_lifecycle() {
         .post("/api/v3/treatments", &treatment("after-delete"))
         .await;
     expect_error(&reply, 403, "Missing permission api:treatments:create");
-}
-
-#[tokio::test]
-async fn api_secret_hash_is_sha1_hex() {
-    // Independent check of the helper against a published SHA-1 test vector (FIPS 180-2, "abc").
-    use sha1::{Digest, Sha1};
-    assert_eq!(
-        hex::encode(Sha1::digest(b"abc")),
-        "a9993e364706816aba3e25717850c26c9cd0d89d"
-    );
-    assert_eq!(api_secret_hash().len(), 40);
 }

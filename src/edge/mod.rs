@@ -35,6 +35,21 @@ pub struct Edge {
     pub test_route: bool,
 }
 
+/// CORS for browsers on other origins, file:// pages (origin `null`) included.
+///
+/// The origin is echoed rather than `*` because socket.io-client 2.x sends its
+/// long-polling requests with credentials, which browsers refuse with `*`.
+fn cors() -> CorsLayer {
+    use axum::http::header;
+    use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin};
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_methods(AllowMethods::mirror_request())
+        .allow_headers(AllowHeaders::mirror_request())
+        .allow_credentials(true)
+        .expose_headers([header::LOCATION, header::LAST_MODIFIED, header::ETAG])
+}
+
 /// Runs the edge until SIGTERM or Ctrl-C.
 pub async fn run(config: EdgeConfig, core_url: String, secret: ApiSecret) -> Result<(), String> {
     // 1. A lazily connected channel to core: the edge starts even while core is down.
@@ -63,7 +78,7 @@ pub async fn run(config: EdgeConfig, core_url: String, secret: ApiSecret) -> Res
         .fallback(rest::unknown)
         .with_state(edge.clone())
         .layer(socket_layer)
-        .layer(CorsLayer::permissive());
+        .layer(cors());
 
     // 4. Listen.
     let address = format!("{}:{}", config.hostname, config.port);

@@ -52,11 +52,7 @@ async fn subscribe(
 
 async fn authorize(socket: &SocketRef, payload: Option<Value>, edge: &Edge) -> Value {
     // 1. The payload must be an object with a non-empty string token.
-    let payload = match payload {
-        Some(Value::Array(mut items)) if !items.is_empty() => items.swap_remove(0),
-        Some(other) => other,
-        None => Value::Null,
-    };
+    let payload = payload.unwrap_or(Value::Null);
     let Some(token) = payload
         .get("accessToken")
         .and_then(Value::as_str)
