@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nightjar_apiv3::{ApiError, Collection};
 use nightjar_auth::{ApiSecret, Directory, FailDelay, JwtKeys, Principal, Role, Subject};
-use nightjar_store::{AuthTable, SqliteStore};
+use nightjar_store::{AuthTable, Store};
 use tonic::metadata::MetadataMap;
 use tracing::{info, warn};
 
@@ -33,14 +33,14 @@ pub struct Authenticator {
     /// False turns every check off (development only).
     security_enabled: bool,
     /// Where subjects and roles live.
-    store: SqliteStore,
+    store: Store,
 }
 
 impl Authenticator {
     /// Builds an authenticator and loads the directory from the store.
     pub async fn new(
         secret: ApiSecret,
-        store: SqliteStore,
+        store: Store,
         default_roles: Vec<String>,
         fail_delay_ms: u64,
         security_enabled: bool,

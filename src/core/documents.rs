@@ -7,7 +7,7 @@ use nightjar_apiv3::search::{self, SearchQuery};
 use nightjar_apiv3::{ApiError, Collection, date, identifier, server_fields, validation};
 use nightjar_auth::Principal;
 use nightjar_store::{
-    Lookup, Operation, SqliteStore, StoreError, StoredDocument, WriteAction, WriteContext,
+    Lookup, Operation, Store, StoreError, StoredDocument, WriteAction, WriteContext,
 };
 use serde_json::{Map, Value};
 use tracing::{error, warn};
@@ -53,7 +53,7 @@ pub enum ReadOutcome {
 #[derive(Clone)]
 pub struct Documents {
     /// The store.
-    pub store: SqliteStore,
+    pub store: Store,
     /// Configured rule switches.
     pub rules: Arc<Rules>,
 }

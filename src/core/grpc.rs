@@ -76,8 +76,8 @@ impl StorageService {
             version: super::NIGHTSCOUT_VERSION.into(),
             api_version: super::API_VERSION.into(),
             server_time: nightjar_store::sqlite::now_ms(),
-            storage: "sqlite".into(),
-            storage_version: nightjar_store::SqliteStore::engine_version().into(),
+            storage: self.core.store().engine_name().into(),
+            storage_version: self.core.store().engine_version(),
             nightjar_version: env!("CARGO_PKG_VERSION").into(),
         }
     }

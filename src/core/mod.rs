@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use nightjar_auth::{ApiSecret, Subject};
-use nightjar_store::{AuthTable, SqliteStore};
+use nightjar_store::{AuthTable, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch as signal;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -43,7 +43,7 @@ pub struct Core {
 
 impl Core {
     /// Returns the store.
-    pub fn store(&self) -> &SqliteStore {
+    pub fn store(&self) -> &Store {
         &self.documents.store
     }
 
@@ -101,12 +101,14 @@ impl Running {
 /// Opens the store and starts the gRPC server; returns once it accepts connections.
 pub async fn start(config: CoreConfig, secret: ApiSecret) -> Result<Running, String> {
     // 1. Store and authorization.
-    let store = SqliteStore::open(&config.data_dir).map_err(|err| {
-        format!(
-            "cannot open the embedded store in {}: {err}",
-            config.data_dir.display()
-        )
-    })?;
+    let store = nightjar_store::SqliteStore::open(&config.data_dir)
+        .map(Store::Embedded)
+        .map_err(|err| {
+            format!(
+                "cannot open the embedded store in {}: {err}",
+                config.data_dir.display()
+            )
+        })?;
     if !config.api3_security_enable {
         warn!(
             "API3_SECURITY_ENABLE=false: every request is treated as admin; never run like this in production"
@@ -166,8 +168,9 @@ pub async fn start(config: CoreConfig, secret: ApiSecret) -> Result<Running, Str
 
     info!(
         version = env!("CARGO_PKG_VERSION"),
-        store = %core.store().path().display(),
-        sqlite = SqliteStore::engine_version(),
+        store = core.store().engine_name(),
+        location = core.store().location(),
+        engine_version = core.store().engine_version(),
         "core started"
     );
     info!("listening on grpc://{address}");
@@ -185,7 +188,7 @@ const PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 /// Prunes change records older than `retention` or beyond the newest `keep_count`,
 /// at start and then every minute, until shutdown.
 async fn prune_changes(
-    store: SqliteStore,
+    store: Store,
     retention: std::time::Duration,
     keep_count: u64,
     mut shutdown: signal::Receiver<bool>,
