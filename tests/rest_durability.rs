@@ -11,7 +11,7 @@ use common::Nightjar;
 use common::rest::{Api, BASE_DATE, expect_status, int_field};
 use serde_json::{Value, json};
 
-/// An entry named `identifier` with reading `sgv`.
+/// Builds an entry named `identifier` with the reading `sgv`.
 fn entry(identifier: &str, sgv: i64) -> Value {
     json!({
         "identifier": identifier,
@@ -135,7 +135,8 @@ async fn kill_during_concurrent_writes() {
     let killed = Arc::new(AtomicBool::new(false));
     let mut writers = tokio::task::JoinSet::new();
 
-    // Each writer creates entries until a request fails, and returns those answered 201.
+    // Each writer creates entries until a request fails, and returns the ones
+    // acknowledged with 201.
     for writer in 0..WRITERS {
         let api = api.clone();
         let acknowledged_count = acknowledged_count.clone();
@@ -155,7 +156,7 @@ async fn kill_during_concurrent_writes() {
                     acknowledged.push((identifier, writer * 10_000 + index));
                     acknowledged_count.fetch_add(1, Ordering::SeqCst);
                 } else if !killed.load(Ordering::SeqCst) {
-                    panic!("write {identifier} before the kill answered {status}");
+                    panic!("write {identifier} before the kill got status {status}");
                 }
             }
             acknowledged

@@ -14,7 +14,7 @@ use common::rest::{
 };
 use serde_json::{Value, json};
 
-/// An entry named `identifier`, dated `minutes` after `BASE_DATE`.
+/// Builds an entry named `identifier`, dated `minutes` after `BASE_DATE`.
 fn entry(identifier: &str, minutes: i64) -> Value {
     json!({
         "identifier": identifier,

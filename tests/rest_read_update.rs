@@ -10,7 +10,7 @@ use common::rest::{
 };
 use serde_json::{Value, json};
 
-/// An entry with every field that create and PUT require, dated `BASE_DATE`.
+/// Builds an entry with every field that create and PUT require, dated `BASE_DATE`.
 fn entry(identifier: &str, sgv: i64) -> Value {
     json!({
         "identifier": identifier,
@@ -23,7 +23,8 @@ fn entry(identifier: &str, sgv: i64) -> Value {
     })
 }
 
-/// Starts a server with one entry `doc-1` and returns the server, an admin client and the stored entry.
+/// Starts a server with one entry `doc-1`. Returns the server, an admin client and
+/// the stored entry.
 async fn server_with_entry() -> (Nightjar, Api, Value) {
     let server = Nightjar::start();
     let api = Api::admin(&server).await;
@@ -202,8 +203,8 @@ async fn put_normalises_equal_date() {
     assert_eq!(document["created_at"], "2018-05-03T21:40:10.088Z");
 }
 
-// NOTE: the contract lists `identifier` among the immutable fields of PUT but also
-// says that the URL wins over the body; this follows the PUT row of the table.
+/// PUT takes the identifier from the URL and ignores the body's, so a different
+/// body identifier is not an immutable-field change.
 #[tokio::test]
 async fn put_url_identifier_wins() {
     let (_server, api, _) = server_with_entry().await;
@@ -459,7 +460,7 @@ async fn patch_if_unmodified_since() {
     assert_eq!(api.read("entries", "doc-1").await["sgv"], 120);
 }
 
-/// Nightscout 15.0.7 checks immutable fields before it validates values, so an
+/// Nightscout's APIv3 checks immutable fields before it validates values, so an
 /// invalid value for an immutable field is reported as a change of that field.
 #[tokio::test]
 async fn patch_invalid_immutable_value() {

@@ -55,6 +55,9 @@ const ROWS: [Row; 6] = [
     ),
 ];
 
+/// Query filters and the identifiers they must select, in sgv order.
+type FilterCase = (Vec<(&'static str, &'static str)>, Vec<&'static str>);
+
 /// Returns the epoch milliseconds of the fixture row `minutes` after `BASE_DATE`.
 fn row_date(minutes: i64) -> i64 {
     BASE_DATE + minutes * 60_000
@@ -93,7 +96,7 @@ async fn filter_operators() {
     let minute_3_iso = iso_utc(row_date(3));
     let minute_2_ms = row_date(2).to_string();
     // Each case adds `sort=sgv`, so the expected identifiers are in sgv order.
-    let cases: Vec<(Vec<(&str, &str)>, Vec<&str>)> = vec![
+    let cases: Vec<FilterCase> = vec![
         (vec![("sgv", "120")], vec!["e5"]),
         (vec![("sgv$eq", "120")], vec!["e5"]),
         (vec![("sgv$ne", "120")], vec!["e3", "e0", "e1", "e4", "e2"]),

@@ -10,8 +10,9 @@ use common::rest::{
 };
 use reqwest::Method;
 use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
-/// An entry with every field that create requires, named `identifier`.
+/// Builds an entry with every field that create requires, named `identifier`.
 fn entry(identifier: &str) -> Value {
     json!({
         "identifier": identifier,
@@ -22,7 +23,7 @@ fn entry(identifier: &str) -> Value {
     })
 }
 
-/// A treatment with every field that create requires, named `identifier`.
+/// Builds a treatment with every field that create requires, named `identifier`.
 fn treatment(identifier: &str) -> Value {
     json!({
         "identifier": identifier,
@@ -316,7 +317,11 @@ async fn read_permission_needed_without_default_roles() {
 async fn settings_search_needs_admin_permission() {
     let server = Nightjar::start();
     let admin = Api::admin(&server).await;
-    let settings = json!({ "units": "mmol", "created_at": "2018-05-03T21:40:10.088Z", "app": "nightjar-tests" });
+    let settings = json!({
+        "units": "mmol",
+        "created_at": "2018-05-03T21:40:10.088Z",
+        "app": "nightjar-tests",
+    });
     admin.create("settings", &settings).await;
     let reader = Api::subject(&server, "reader", &["readable"]).await;
 
@@ -370,7 +375,17 @@ async fn shiro_wildcard_permissions() {
     let server = Nightjar::start_with_env(&[("AUTH_DEFAULT_ROLES", "denied")]);
     server.role("any-create", &["api:*:create"]);
     server.role("entries-all", &["api:entries"]);
-    server.role("two-collections", &["api:entries,treatments:create"]);
+    // The CLI splits `--permissions` on commas, so this role goes through the admin API.
+    let comma_role =
+        json!({ "name": "two-collections", "permissions": ["api:entries,treatments:create"] });
+    let reply = Api::anonymous(&server)
+        .admin_request(
+            Method::POST,
+            "/api/v2/authorization/roles",
+            Some(&comma_role),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "create role: {}", reply.body);
     let any_create = Api::subject(&server, "anycreate", &["any-create"]).await;
     let entries_all = Api::subject(&server, "entriesall", &["entries-all"]).await;
     let two = Api::subject(&server, "twocols", &["two-collections"]).await;
@@ -399,7 +414,11 @@ async fn shiro_wildcard_permissions() {
     // A comma list in a part matches each listed collection.
     two.create("entries", &entry("two-1")).await;
     two.create("treatments", &treatment("two-2")).await;
-    let food = json!({ "name": "apple", "created_at": "2018-05-03T21:40:10.088Z", "app": "nightjar-tests" });
+    let food = json!({
+        "name": "apple",
+        "created_at": "2018-05-03T21:40:10.088Z",
+        "app": "nightjar-tests",
+    });
     let reply = two.post("/api/v3/food", &food).await;
     expect_error(&reply, 403, "Missing permission api:food:create");
 }
@@ -441,7 +460,6 @@ async fn access_token_derivation() {
 async fn admin_api_needs_secret() {
     let server = Nightjar::start();
     let api = Api::anonymous(&server);
-    let reader = Api::subject(&server, "reader", &["readable"]).await;
 
     for path in [
         "/api/v2/authorization/subjects",
@@ -461,13 +479,6 @@ async fn admin_api_needs_secret() {
         assert_eq!(
             reply.status, 401,
             "{path} with a wrong secret: {}",
-            reply.body
-        );
-
-        let reply = reader.get(path).await;
-        assert_eq!(
-            reply.status, 401,
-            "{path} as a readable subject: {}",
             reply.body
         );
     }
@@ -528,7 +539,12 @@ async fn admin_api_subject_lifecycle() {
     phone.create("treatments", &treatment("from-phone")).await;
 
     // Update the roles.
-    let body = json!({ "_id": id, "name": "Kitchen Phone", "roles": ["readable"], "notes": "read only now" });
+    let body = json!({
+        "_id": id,
+        "name": "Kitchen Phone",
+        "roles": ["readable"],
+        "notes": "read only now",
+    });
     let reply = api
         .admin_request(Method::PUT, "/api/v2/authorization/subjects", Some(&body))
         .await;
@@ -569,7 +585,7 @@ async fn admin_api_role_lifecycle() {
     let server = Nightjar::start_with_env(&[("AUTH_DEFAULT_ROLES", "denied")]);
     let api = Api::anonymous(&server);
 
-    // Create a role and a subject that holds it.
+    // Create a role and a subject that has it.
     let body =
         json!({ "name": "uploader", "permissions": ["api:entries:create"], "notes": "by REST" });
     let reply = api
@@ -585,7 +601,12 @@ async fn admin_api_role_lifecycle() {
     sensor.create("entries", &entry("from-sensor")).await;
 
     // Change its permissions.
-    let body = json!({ "_id": id, "name": "uploader", "permissions": ["api:treatments:create"], "notes": "moved" });
+    let body = json!({
+        "_id": id,
+        "name": "uploader",
+        "permissions": ["api:treatments:create"],
+        "notes": "moved",
+    });
     let reply = api
         .admin_request(Method::PUT, "/api/v2/authorization/roles", Some(&body))
         .await;
@@ -609,4 +630,55 @@ async fn admin_api_role_lifecycle() {
         .post("/api/v3/treatments", &treatment("after-delete"))
         .await;
     expect_error(&reply, 403, "Missing permission api:treatments:create");
+}
+
+/// Nightscout's `lib/authorization` responds with 401 to every refused admin API
+/// request, also for a valid token that lacks the `admin:api:*` permission.
+#[tokio::test]
+async fn admin_api_rejects_readable_subject() {
+    let server = Nightjar::start();
+    let reader = Api::subject(&server, "reader", &["readable"]).await;
+
+    for path in [
+        "/api/v2/authorization/subjects",
+        "/api/v2/authorization/roles",
+    ] {
+        let reply = reader.get(path).await;
+        assert_eq!(
+            reply.status, 401,
+            "{path} as a readable subject: {}",
+            reply.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn failed_auth_delays_next_attempt() {
+    let step = Duration::from_millis(800);
+    let server = Nightjar::start_with_env(&[("AUTH_FAIL_DELAY", "800")]);
+    let admin = Api::admin(&server).await;
+    let forged = admin.with_jwt("not-a-jwt");
+
+    let reply = forged.get("/api/v3/entries").await;
+    expect_error(&reply, 401, "Bad access token or JWT");
+
+    let started = Instant::now();
+    let reply = forged.get("/api/v3/entries").await;
+    let elapsed = started.elapsed();
+    expect_error(&reply, 401, "Bad access token or JWT");
+    assert!(
+        elapsed >= step * 9 / 10,
+        "the attempt after one failure took {elapsed:?}, expected at least {step:?}"
+    );
+}
+
+#[tokio::test]
+async fn security_disabled_allows_anonymous() {
+    let server = Nightjar::start_with_env(&[("API3_SECURITY_ENABLE", "false")]);
+    let anonymous = Api::anonymous(&server);
+
+    let identifier = anonymous.create("entries", &entry("open")).await;
+
+    assert_eq!(anonymous.read("entries", &identifier).await["sgv"], 100);
+    assert_eq!(anonymous.search("entries", &[]).await.len(), 1);
 }

@@ -92,6 +92,7 @@ async fn status_of_careportal() {
     assert_eq!(body["result"]["apiPermissions"], expected);
 }
 
+/// Nightscout's APIv3 leaves collections without any letter out of `apiPermissions`.
 #[tokio::test]
 async fn status_without_default_roles() {
     let server = Nightjar::start_with_env(&[("AUTH_DEFAULT_ROLES", "denied")]);
@@ -170,7 +171,11 @@ async fn last_modified_only_readable_collections() {
     let reader = Api::subject(&server, "reader", &["treatments-reader"]).await;
     let entry = json!({ "type": "sgv", "sgv": 100, "date": BASE_DATE, "app": "nightjar-tests" });
     admin.create("entries", &entry).await;
-    let treatment = json!({ "eventType": "Note", "created_at": "2018-05-03T21:40:10.088Z", "app": "nightjar-tests" });
+    let treatment = json!({
+        "eventType": "Note",
+        "created_at": "2018-05-03T21:40:10.088Z",
+        "app": "nightjar-tests",
+    });
     let identifier = admin.create("treatments", &treatment).await;
     let treatment_modified = int_field(&admin.read("treatments", &identifier).await, "srvModified");
 
