@@ -91,11 +91,6 @@ impl Authenticator {
         self.directory.read().unwrap().clone()
     }
 
-    /// Returns whether security checks are on.
-    pub fn security_enabled(&self) -> bool {
-        self.security_enabled
-    }
-
     /// Resolves the caller of a data call: `authorization: Bearer <JWT or access
     /// token>`, or `api-secret`. Failures are delayed per client IP.
     pub async fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, ApiError> {

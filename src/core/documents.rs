@@ -235,7 +235,6 @@ impl Documents {
     ) -> Result<WriteOutcome, ApiError> {
         require(caller, &permission(collection, "update"))?;
         let patch = validation::check_body(&body)?.clone();
-        validation::validate_patch(&patch)?;
 
         let identifier = identifier.to_string();
         let caller = caller.clone();
@@ -247,7 +246,9 @@ impl Documents {
                     return Err(ApiError::not_found());
                 };
                 check_modifiable(collection, &existing, if_unmodified_since)?;
+                // APIv3 checks immutable fields before the values of the others.
                 validation::check_immutable(&existing.body, &patch, false)?;
+                validation::validate_patch(&patch)?;
 
                 let mut patch = patch;
                 if collection == Collection::Treatments {

@@ -309,6 +309,7 @@ impl Storage for StorageService {
                     .collect();
                 (collection.name().to_string(), letters)
             })
+            .filter(|(_, letters)| !letters.is_empty())
             .collect();
         Ok(Response::new(StatusResponse {
             version: Some(self.version()),

@@ -160,8 +160,19 @@ async fn follow(
 
         if batch.is_empty() {
             // Caught up: nothing in these collections up to the head seen before the
-            // scan, so move past other collections' changes and wait for a commit.
-            cursor = cursor.max(seen_head);
+            // scan, so move past other collections' changes, tell the consumer where
+            // it stands, and wait for a commit.
+            if seen_head > cursor {
+                cursor = seen_head;
+                let checkpoint = Change {
+                    cursor: cursor.to_string(),
+                    operation: Operation::Checkpoint as i32,
+                    ..Default::default()
+                };
+                if sender.send(Ok(checkpoint)).await.is_err() {
+                    return;
+                }
+            }
             tokio::select! {
                 changed = head.changed() => if changed.is_err() { return },
                 _ = shutdown.changed() => {

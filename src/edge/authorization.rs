@@ -10,12 +10,24 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{delete, get};
-use nightjar_apiv3::ApiError;
+use nightjar_apiv3::{ApiError, ErrorKind};
 use serde_json::{Value, json};
 use tonic::metadata::MetadataValue;
 
 use super::Edge;
 use super::reply::{error_reply, json_reply, status_reply, to_core};
+
+/// Replies to a failed admin call: every refusal is 401, as Nightscout answers on
+/// these endpoints; other failures keep their status.
+fn admin_failure(status: &tonic::Status) -> Response {
+    let error = crate::proto::api_error_from_status(status);
+    match error.kind {
+        ErrorKind::Unauthorized | ErrorKind::Forbidden => {
+            error_reply(&ApiError::new(ErrorKind::Unauthorized, error.message))
+        }
+        _ => error_reply(&error),
+    }
+}
 use crate::proto::*;
 
 type Shared = State<Arc<Edge>>;
@@ -148,7 +160,7 @@ async fn list_subjects(
                 .map(subject_json)
                 .collect(),
         )),
-        Err(status) => status_reply(&status),
+        Err(status) => admin_failure(&status),
     }
 }
 
@@ -181,7 +193,7 @@ async fn save_subject(
         Ok(reply) => plain_json(subject_json(
             &reply.into_inner().subject.unwrap_or_default(),
         )),
-        Err(status) => status_reply(&status),
+        Err(status) => admin_failure(&status),
     }
 }
 
@@ -199,7 +211,7 @@ async fn delete_subject(
     {
         Ok(reply) if reply.get_ref().deleted => json_reply(200, json!({})),
         Ok(_) => error_reply(&ApiError::not_found()),
-        Err(status) => status_reply(&status),
+        Err(status) => admin_failure(&status),
     }
 }
 
@@ -213,7 +225,7 @@ async fn list_roles(State(edge): Shared, headers: HeaderMap, ConnectInfo(peer): 
         Ok(reply) => plain_json(Value::Array(
             reply.into_inner().roles.iter().map(role_json).collect(),
         )),
-        Err(status) => status_reply(&status),
+        Err(status) => admin_failure(&status),
     }
 }
 
@@ -237,7 +249,7 @@ async fn save_role(
     let request = admin_request(SaveRoleRequest { role: Some(role) }, &headers, peer);
     match edge.admin.clone().save_role(request).await {
         Ok(reply) => plain_json(role_json(&reply.into_inner().role.unwrap_or_default())),
-        Err(status) => status_reply(&status),
+        Err(status) => admin_failure(&status),
     }
 }
 
@@ -255,7 +267,7 @@ async fn delete_role(
     {
         Ok(reply) if reply.get_ref().deleted => json_reply(200, json!({})),
         Ok(_) => error_reply(&ApiError::not_found()),
-        Err(status) => status_reply(&status),
+        Err(status) => admin_failure(&status),
     }
 }
 

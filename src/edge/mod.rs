@@ -31,6 +31,8 @@ pub struct Edge {
     pub secret: ApiSecret,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Position of the fan-out, shared with resuming sockets.
+    pub feed: upstream::Feed,
     /// Whether `GET /api/v3/test` exists (the `CI` environment variable is set).
     pub test_route: bool,
 }
@@ -63,6 +65,7 @@ pub async fn run(config: EdgeConfig, core_url: String, secret: ApiSecret) -> Res
         admin: AdminClient::new(channel),
         secret,
         max_body_bytes: config.max_body_bytes,
+        feed: upstream::Feed::default(),
         test_route: std::env::var_os("CI").is_some(),
     });
 

@@ -1,27 +1,75 @@
 //! The edge's one upstream `WatchChanges` stream, fanned out to Socket.IO rooms.
 //!
-//! It reconnects with backoff when core restarts or the connection drops and
-//! resumes after the last cursor it delivered, so sockets miss nothing.
+//! It starts from the cursor core reports at startup, reconnects with backoff when
+//! core restarts or the connection drops, and resumes after the last cursor it
+//! handled, so sockets miss nothing during a core blip.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
+use socketioxide::extract::SocketRef;
+use tokio::sync::Mutex;
 use tonic::metadata::MetadataValue;
 use tracing::{debug, info, warn};
 
 use super::Edge;
 use super::socket::NAMESPACE;
-use crate::proto::{Change, Operation, WatchChangesRequest};
+use crate::proto::{Change, GetCursorRequest, Operation, WatchChangesRequest};
 
 /// First wait before reconnecting; doubles up to `MAX_BACKOFF`.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Follows core's change feed forever, emitting every change to its collection's room.
+/// Where the fan-out stands, shared with sockets that resume from a cursor.
+///
+/// The upstream task holds the lock while it broadcasts one change, so a resuming
+/// socket can hand over from its own replay to the rooms without a gap or a
+/// duplicate: it registers a [`PendingJoin`] once its replay has reached `last`,
+/// and the upstream joins it to the rooms before broadcasting the first change
+/// after the replay's position.
+#[derive(Default)]
+pub struct Feed {
+    state: Mutex<FeedState>,
+}
+
+#[derive(Default)]
+struct FeedState {
+    /// Cursor of the last change or checkpoint the upstream handled; 0 before the first.
+    last: i64,
+    /// Sockets waiting to join their rooms.
+    pending: Vec<PendingJoin>,
+}
+
+/// A socket whose replay delivered everything up to `after`.
+pub struct PendingJoin {
+    /// The socket.
+    pub socket: SocketRef,
+    /// Rooms (collection names) to join.
+    pub rooms: Vec<String>,
+    /// The replay's position: changes up to it were sent to the socket directly.
+    pub after: i64,
+}
+
+impl Feed {
+    /// Registers `join` when its replay has caught up with the upstream; otherwise
+    /// hands it back so the replay goes on.
+    pub async fn try_hand_over(&self, join: PendingJoin) -> Result<(), PendingJoin> {
+        let mut state = self.state.lock().await;
+        if join.after >= state.last {
+            state.pending.push(join);
+            Ok(())
+        } else {
+            Err(join)
+        }
+    }
+}
+
+/// Follows core's change feed until the process ends, emitting every change to
+/// its collection's room.
 pub async fn run(edge: Arc<Edge>, io: SocketIo) {
-    let mut cursor = String::new();
+    let mut cursor: Option<i64> = None;
     let mut backoff = MIN_BACKOFF;
     loop {
         match follow(&edge, &io, &mut cursor, &mut backoff).await {
@@ -35,41 +83,85 @@ pub async fn run(edge: Arc<Edge>, io: SocketIo) {
     }
 }
 
-async fn follow(
-    edge: &Edge,
-    io: &SocketIo,
-    cursor: &mut String,
-    backoff: &mut Duration,
-) -> Result<(), tonic::Status> {
-    let mut request = tonic::Request::new(WatchChangesRequest {
-        collections: Vec::new(),
-        cursor: cursor.clone(),
-    });
+fn with_secret<T>(edge: &Edge, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
     if let Ok(value) = MetadataValue::try_from(edge.secret.sha1_hex()) {
         request.metadata_mut().insert("api-secret", value);
     }
+    request
+}
+
+async fn follow(
+    edge: &Edge,
+    io: &SocketIo,
+    cursor: &mut Option<i64>,
+    backoff: &mut Duration,
+) -> Result<(), tonic::Status> {
+    // 1. The first connection starts at core's current head, later ones after the last cursor.
+    let start = match *cursor {
+        Some(position) => position,
+        None => {
+            let head = edge
+                .storage
+                .clone()
+                .get_cursor(with_secret(edge, GetCursorRequest {}))
+                .await?
+                .into_inner();
+            let head = head.cursor.parse::<i64>().unwrap_or(0);
+            edge.feed.state.lock().await.last = head;
+            *cursor = Some(head);
+            head
+        }
+    };
+
+    // 2. Stream and fan out.
+    let request = with_secret(
+        edge,
+        WatchChangesRequest {
+            collections: Vec::new(),
+            cursor: start.to_string(),
+        },
+    );
     let mut stream = edge
         .storage
         .clone()
         .watch_changes(request)
         .await?
         .into_inner();
-    info!(cursor, "upstream change stream connected");
+    info!(cursor = start, "upstream change stream connected");
     *backoff = MIN_BACKOFF;
 
     while let Some(change) = stream.message().await? {
+        let Ok(position) = change.cursor.parse::<i64>() else {
+            warn!(
+                cursor = change.cursor,
+                "upstream sent a malformed cursor; ignoring the change"
+            );
+            continue;
+        };
+        let mut state = edge.feed.state.lock().await;
+        let ready: Vec<PendingJoin> = extract_ready(&mut state.pending, position);
+        for join in ready {
+            join.socket.join(join.rooms);
+        }
         emit(io, &change).await;
-        *cursor = change.cursor;
+        state.last = position;
+        drop(state);
+        *cursor = Some(position);
     }
     Ok(())
 }
 
-/// Emits one change to the sockets subscribed to its collection.
-async fn emit(io: &SocketIo, change: &Change) {
-    let Some(namespace) = io.of(NAMESPACE) else {
-        return;
-    };
-    let (event, payload) = match change.operation() {
+fn extract_ready(pending: &mut Vec<PendingJoin>, position: i64) -> Vec<PendingJoin> {
+    let (ready, waiting): (Vec<_>, Vec<_>) =
+        pending.drain(..).partition(|join| position > join.after);
+    *pending = waiting;
+    ready
+}
+
+/// Returns the Socket.IO event name and payload for a change; `None` for checkpoints.
+pub fn event_of(change: &Change) -> Option<(&'static str, Value)> {
+    match change.operation() {
         Operation::Create | Operation::Update => {
             let document: Value = serde_json::from_slice(&change.document).unwrap_or(Value::Null);
             let event = if change.operation() == Operation::Create {
@@ -77,16 +169,26 @@ async fn emit(io: &SocketIo, change: &Change) {
             } else {
                 "update"
             };
-            (
+            Some((
                 event,
-                json!({ "colName": change.collection, "doc": document }),
-            )
+                json!({ "colName": change.collection, "doc": document, "cursor": change.cursor }),
+            ))
         }
-        Operation::Delete => (
+        Operation::Delete => Some((
             "delete",
-            json!({ "colName": change.collection, "identifier": change.identifier }),
-        ),
-        Operation::Unspecified => return,
+            json!({ "colName": change.collection, "identifier": change.identifier, "cursor": change.cursor }),
+        )),
+        Operation::Checkpoint | Operation::Unspecified => None,
+    }
+}
+
+/// Emits one change to the sockets subscribed to its collection.
+async fn emit(io: &SocketIo, change: &Change) {
+    let Some((event, payload)) = event_of(change) else {
+        return;
+    };
+    let Some(namespace) = io.of(NAMESPACE) else {
+        return;
     };
     if let Err(err) = namespace
         .to(change.collection.clone())

@@ -95,14 +95,11 @@ def check_unknown_token_rejected(stub, pb) -> None:
 
 
 def check_entry_change(stub, pb, metadata) -> None:
-    stream = stub.WatchChanges(pb.WatchChangesRequest(collections=["entries"]), metadata=metadata)
-    # NOTE: with an empty cursor the stream starts at the next live change. Waiting
-    # for the response headers assumes that core registers the watcher before it
-    # sends them, because otherwise the Create below could come first and be missed.
-    try:
-        stream.initial_metadata()
-    except grpc.RpcError as error:
-        fail(f"WatchChanges for entries failed before its first change: {error.code()}: {error.details()}")
+    # Start from the current cursor, so the writes below are replayed even if they
+    # commit before the stream is set up.
+    start = stub.GetCursor(pb.GetCursorRequest(), metadata=metadata, timeout=WAIT_SECONDS).cursor
+    check(start != "", "GetCursor returned an empty cursor")
+    stream = stub.WatchChanges(pb.WatchChangesRequest(collections=["entries"], cursor=start), metadata=metadata)
 
     changes: "queue.Queue" = queue.Queue()
     reader = threading.Thread(target=read_changes, args=(stream, changes), daemon=True)
@@ -138,7 +135,11 @@ def check_entry_change(stub, pb, metadata) -> None:
         if item is None or isinstance(item, grpc.RpcError):
             detail = "ended" if item is None else f"failed with {item.code()}: {item.details()}"
             fail(f"WatchChanges {detail} before the change of entry {written.identifier}; changes seen: {[describe_change(c) for c in seen]}")
-        if item.identifier == written.identifier:
+        if item.operation == pb.OPERATION_CHECKPOINT:
+            # A checkpoint only reports progress: no collection, no document.
+            check(item.collection == "" and item.document == b"", f"checkpoint carries a change: {describe_change(item)}")
+            check(int(item.cursor) > int(start), f"checkpoint {describe_change(item)} is not after the start cursor {start}")
+        elif item.identifier == written.identifier:
             change = item
         else:
             seen.append(item)

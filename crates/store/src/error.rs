@@ -12,6 +12,13 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
+    /// MongoDB failed or could not be reached.
+    #[error("MongoDB error: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    /// A concurrent write changed the document after the write plan had decided, and the
+    /// decision could not be applied; nothing was written and the request may be retried.
+    #[error("write conflict: {0}")]
+    Conflict(String),
     /// A stored value could not be decoded.
     #[error("corrupt stored value: {0}")]
     Corrupt(String),
