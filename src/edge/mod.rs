@@ -21,6 +21,10 @@ use crate::config::EdgeConfig;
 use crate::proto::admin_client::AdminClient;
 use crate::proto::storage_client::StorageClient;
 
+/// Packets buffered per socket; a socket whose buffer fills is too slow and is
+/// disconnected rather than left to miss events.
+const SOCKET_BUFFER_PACKETS: usize = 1024;
+
 /// State shared by every edge handler.
 pub struct Edge {
     /// Client of core's Storage service.
@@ -70,7 +74,10 @@ pub async fn run(config: EdgeConfig, core_url: String, secret: ApiSecret) -> Res
     });
 
     // 2. Socket.IO and the upstream change stream that feeds it.
-    let (socket_layer, io) = SocketIo::builder().with_state(edge.clone()).build_layer();
+    let (socket_layer, io) = SocketIo::builder()
+        .max_buffer_size(SOCKET_BUFFER_PACKETS)
+        .with_state(edge.clone())
+        .build_layer();
     socket::register(&io);
     let upstream = tokio::spawn(upstream::run(edge.clone(), io.clone()));
 

@@ -3,10 +3,11 @@
 //! `create`, `update` and `delete` to those rooms.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use socketioxide::{SendError, SocketError, SocketIo};
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tracing::{debug, info, warn};
@@ -189,13 +190,36 @@ async fn run_replay(socket: SocketRef, edge: Arc<Edge>, mut replay: Replay) {
             }
         };
         if let Some((event, payload)) = super::upstream::event_of(&change) {
-            if let Err(err) = socket.emit(event, &payload) {
+            if let Err(err) = send_with_patience(&socket, event, &payload).await {
                 warn!(socket = %socket.id, cursor = position, cause = %err, "socket cannot take its replay; disconnecting it");
                 let _ = socket.disconnect();
                 return;
             }
         }
         position = change.cursor.parse().unwrap_or(position);
+    }
+}
+
+/// How long a replay waits for a socket's full send buffer to drain.
+const REPLAY_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Emits to one socket, waiting while its send buffer is full (a replay sends far
+/// more than the buffer holds), for at most `REPLAY_PATIENCE`.
+async fn send_with_patience(
+    socket: &SocketRef,
+    event: &str,
+    payload: &Value,
+) -> Result<(), SendError> {
+    let deadline = tokio::time::Instant::now() + REPLAY_PATIENCE;
+    loop {
+        match socket.emit(event, payload) {
+            Err(SendError::Socket(SocketError::InternalChannelFull))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -5,11 +5,12 @@
 //! handled, so sockets miss nothing during a core blip.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;
+use socketioxide::{SendError, SocketError, SocketIo};
 use tokio::sync::Mutex;
 use tonic::metadata::MetadataValue;
 use tracing::{debug, info, warn};
@@ -182,7 +183,15 @@ pub fn event_of(change: &Change) -> Option<(&'static str, Value)> {
     }
 }
 
-/// Emits one change to the sockets subscribed to its collection.
+/// Number of sockets disconnected because their send buffer was full.
+pub static SLOW_SOCKETS_DISCONNECTED: AtomicU64 = AtomicU64::new(0);
+
+/// Emits one change to each socket subscribed to its collection.
+///
+/// The payload is serialized once. Sockets are sent to one by one rather than by
+/// a room broadcast so that a socket whose buffer is full is known: it is
+/// disconnected (and counted) instead of silently missing the event, and its
+/// client resumes from its last cursor.
 async fn emit(io: &SocketIo, change: &Change) {
     let Some((event, payload)) = event_of(change) else {
         return;
@@ -190,18 +199,30 @@ async fn emit(io: &SocketIo, change: &Change) {
     let Some(namespace) = io.of(NAMESPACE) else {
         return;
     };
-    if let Err(err) = namespace
-        .to(change.collection.clone())
-        .emit(event, &payload)
-        .await
-    {
-        warn!(collection = change.collection, cursor = change.cursor, cause = %err, "event broadcast failed");
-    } else {
-        debug!(
-            collection = change.collection,
-            identifier = change.identifier,
-            event,
-            "event broadcast"
-        );
+    let payload = match serde_json::value::to_raw_value(&payload) {
+        Ok(raw) => raw,
+        Err(err) => {
+            warn!(collection = change.collection, cursor = change.cursor, cause = %err, "event cannot be serialized");
+            return;
+        }
+    };
+    for socket in namespace.to(change.collection.clone()).sockets() {
+        match socket.emit(event, &payload) {
+            Ok(()) => {}
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                SLOW_SOCKETS_DISCONNECTED.fetch_add(1, Ordering::Relaxed);
+                warn!(socket = %socket.id, collection = change.collection, cursor = change.cursor, "socket too slow to take events; disconnecting it");
+                let _ = socket.disconnect();
+            }
+            Err(err) => {
+                debug!(socket = %socket.id, cause = %err, "event not sent to a closing socket")
+            }
+        }
     }
+    debug!(
+        collection = change.collection,
+        identifier = change.identifier,
+        event,
+        "event sent"
+    );
 }

@@ -39,9 +39,7 @@ impl GrpcClients {
                 .connect()
                 .await
                 .map_err(|err| format!("cannot connect to core at {url}: {err}"))?;
-            clients.push(
-                StorageClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES),
-            );
+            clients.push(StorageClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES));
         }
         let authorization = MetadataValue::try_from(format!("Bearer {bearer}"))
             .map_err(|err| format!("bearer credential is not valid metadata: {err}"))?;

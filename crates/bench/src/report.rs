@@ -150,7 +150,8 @@ impl Report {
     pub fn read(path: &Path) -> Result<Report, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
-        serde_json::from_str(&text).map_err(|err| format!("{} is not a report: {err}", path.display()))
+        serde_json::from_str(&text)
+            .map_err(|err| format!("{} is not a report: {err}", path.display()))
     }
 }
 

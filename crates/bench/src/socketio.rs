@@ -12,8 +12,8 @@ use std::fmt;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 
 /// Namespace of the storage channel.
@@ -203,8 +203,11 @@ mod tests {
 
     #[test]
     fn ack_failure_carries_message() {
-        let error = check_subscribe_ack(r#"[{"success":false,"message":"Missing or bad accessToken"}]"#)
-            .expect_err("rejected");
-        assert!(matches!(error, ClientError::Rejected(message) if message == "Missing or bad accessToken"));
+        let error =
+            check_subscribe_ack(r#"[{"success":false,"message":"Missing or bad accessToken"}]"#)
+                .expect_err("rejected");
+        assert!(
+            matches!(error, ClientError::Rejected(message) if message == "Missing or bad accessToken")
+        );
     }
 }

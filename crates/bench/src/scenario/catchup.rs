@@ -84,7 +84,10 @@ pub async fn run(target: &mut Target, args: &CatchupArgs) -> Result<Report, Stri
     let url = target.grpc.clone().ok_or("this target has no gRPC")?;
     let clients = GrpcClients::connect(&url, &target.bearer, args.load_connections).await?;
     let device = super::run_device();
-    eprintln!("catchup: loading {} treatments through gRPC Create", args.treatments);
+    eprintln!(
+        "catchup: loading {} treatments through gRPC Create",
+        args.treatments
+    );
     let loaded: LoadOutcome = load(
         &clients,
         COLLECTION,

@@ -152,7 +152,10 @@ pub async fn run(target: &mut Target, args: &FanoutArgs) -> Result<Report, Strin
     let date_base = now_ms();
     let mut steps = Vec::new();
     for (index, rate) in args.rates.iter().enumerate() {
-        let result = run_step(target, args, &ledger, &rest, &device, date_base, index, *rate).await;
+        let result = run_step(
+            target, args, &ledger, &rest, &device, date_base, index, *rate,
+        )
+        .await;
         eprintln!(
             "fanout/{} {rate}/s: {:.0} events/s, p50 {:.2} ms p99 {:.2} ms max {:.2} ms, lost {}, duplicated {}, server {:.2} cores ({:.2} us/event), bench {:.2} cores{}",
             target.kind.name(),
@@ -165,11 +168,18 @@ pub async fn run(target: &mut Target, args: &FanoutArgs) -> Result<Report, Strin
             result.usage.server_cores,
             result.server_cpu_us_per_event,
             result.usage.bench_cores,
-            if result.sustained { "" } else { "; NOT sustained" },
+            if result.sustained {
+                ""
+            } else {
+                "; NOT sustained"
+            },
         );
         steps.push(result);
         if !target.is_running() {
-            return Err(format!("{} exited during the fan-out scenario", target.kind.name()));
+            return Err(format!(
+                "{} exited during the fan-out scenario",
+                target.kind.name()
+            ));
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -178,7 +188,9 @@ pub async fn run(target: &mut Target, args: &FanoutArgs) -> Result<Report, Strin
         .iter()
         .filter(|step| step.sustained)
         .map(|step| step.rate)
-        .fold(None, |best: Option<f64>, rate| Some(best.map_or(rate, |b| b.max(rate))));
+        .fold(None, |best: Option<f64>, rate| {
+            Some(best.map_or(rate, |b| b.max(rate)))
+        });
     report.results = json!({
         "connect": fleet.summary,
         "steps": steps,
@@ -205,7 +217,16 @@ async fn run_step(
 ) -> StepResult {
     let window = Window::start(target);
     let started_ns = clock_ns();
-    let writes = offer_writes(rest, ledger, step, rate, device, date_base, args.max_in_flight).await;
+    let writes = offer_writes(
+        rest,
+        ledger,
+        step,
+        rate,
+        device,
+        date_base,
+        args.max_in_flight,
+    )
+    .await;
     let drained = ledger
         .drain(step, Duration::from_secs_f64(args.drain_seconds))
         .await;

@@ -87,7 +87,9 @@ pub async fn run(target: &mut Target, args: &IdleArgs) -> Result<Report, String>
 
     // 4. Memory per connection: growth over the baseline, divided by the sockets held.
     let held = connect.subscribed.max(1) as f64;
-    let server_growth = hold.server_rss_bytes.saturating_sub(server_before.rss_bytes);
+    let server_growth = hold
+        .server_rss_bytes
+        .saturating_sub(server_before.rss_bytes);
     let bench_growth = hold.bench_rss_bytes.saturating_sub(bench_before.rss_bytes);
     report.results = json!({
         "connect": connect,

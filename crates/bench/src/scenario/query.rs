@@ -113,13 +113,19 @@ async fn ensure_store(
     manifest: Option<StoreManifest>,
 ) -> Result<StoreManifest, String> {
     if let Some(manifest) = manifest {
-        eprintln!("query: reusing the kept store of {} entries", manifest.entries);
+        eprintln!(
+            "query: reusing the kept store of {} entries",
+            manifest.entries
+        );
         return Ok(manifest);
     }
     let url = target.grpc.as_deref().ok_or("this target has no gRPC")?;
     let clients = GrpcClients::connect(url, &target.bearer, args.load_connections).await?;
     let device = super::run_device();
-    eprintln!("query: loading {} entries through gRPC Create", args.entries);
+    eprintln!(
+        "query: loading {} entries through gRPC Create",
+        args.entries
+    );
     let outcome = load(
         &clients,
         COLLECTION,
@@ -257,7 +263,8 @@ async fn measure(
         let max_queries = args.max_queries;
         tasks.push(tokio::spawn(async move {
             let mut client_state = ClientState::default();
-            while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < max_queries {
+            while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < max_queries
+            {
                 let begun = Instant::now();
                 let outcome = client_state.query(kind, &manifest, &rest, &grpc).await;
                 latency.record(client, begun.elapsed().as_micros() as u64);
@@ -328,10 +335,7 @@ impl ClientState {
                     }
                     count_documents(&reply.body)
                 } else {
-                    let filters = vec![
-                        filter("date", "gte", from),
-                        filter("date", "lt", to),
-                    ];
+                    let filters = vec![filter("date", "gte", from), filter("date", "lt", to)];
                     let request = grpc.request(proto::SearchRequest {
                         collection: COLLECTION.to_string(),
                         filters,
@@ -381,7 +385,10 @@ impl ClientState {
                         .await
                         .map_err(|status| format!("gRPC History failed: {status}"))?
                         .into_inner();
-                    (count_documents(&reply.documents), Some(reply.max_last_modified))
+                    (
+                        count_documents(&reply.documents),
+                        Some(reply.max_last_modified),
+                    )
                 };
                 self.check_page(found, next, manifest, kind)
             }
@@ -438,7 +445,8 @@ pub fn prepare_data_dir(args: &QueryArgs) -> Result<Option<StoreManifest>, Strin
     let Some(dir) = &args.data_dir else {
         return Ok(None);
     };
-    std::fs::create_dir_all(dir).map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
     let manifest = kept_store(Some(dir), args.entries);
     if manifest.is_none() && nightjar_data(dir).exists() {
         return Err(format!(

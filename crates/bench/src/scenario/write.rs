@@ -168,7 +168,9 @@ async fn run_variant(
 
     // 2. The writers.
     let writer = match transport {
-        Transport::Rest => Writer::Rest(RestClient::new(&target.http, &target.bearer, args.clients)),
+        Transport::Rest => {
+            Writer::Rest(RestClient::new(&target.http, &target.bearer, args.clients))
+        }
         Transport::Grpc => {
             let url = target.grpc.as_deref().ok_or("this target has no gRPC")?;
             Writer::Grpc(GrpcClients::connect(url, &target.bearer, args.clients).await?)

@@ -236,7 +236,10 @@ mod tests {
     #[test]
     fn bson_scalars_read_as_nightscout_shows_them() {
         let cases = [
-            (Bson::Double(1_525_383_610_088.0), json!(1_525_383_610_088_i64)),
+            (
+                Bson::Double(1_525_383_610_088.0),
+                json!(1_525_383_610_088_i64),
+            ),
             (Bson::Double(5.5), json!(5.5)),
             (Bson::Double(-0.0), json!(0)),
             (Bson::Double(f64::NAN), json!(null)),

@@ -150,7 +150,9 @@ impl MongoStore {
     pub async fn open(settings: MongoSettings) -> Result<MongoStore, StoreError> {
         // 1. Client and database.
         let mut options = ClientOptions::parse(&settings.uri).await?;
-        options.app_name.get_or_insert_with(|| "nightjar".to_string());
+        options
+            .app_name
+            .get_or_insert_with(|| "nightjar".to_string());
         let database_name = match options.default_database.clone() {
             Some(name) => name,
             None => {
@@ -175,7 +177,10 @@ impl MongoStore {
         let transactions =
             hello.contains_key("setName") || hello.get_str("msg").ok() == Some("isdbgrid");
         let build_info = database.run_command(doc! {"buildInfo": 1}).await?;
-        let server_version = build_info.get_str("version").unwrap_or("unknown").to_string();
+        let server_version = build_info
+            .get_str("version")
+            .unwrap_or("unknown")
+            .to_string();
 
         // 3. The store's own collections, counters and indexes.
         prepare_collections(&database, &settings).await?;
@@ -357,7 +362,12 @@ impl MongoStore {
         collection: &str,
     ) -> Result<Option<CollectionTimes>, StoreError> {
         let target = self.data_collection(collection)?;
-        if target.find_one(doc! {}).projection(doc! {"_id": 1}).await?.is_none() {
+        if target
+            .find_one(doc! {})
+            .projection(doc! {"_id": 1})
+            .await?
+            .is_none()
+        {
             return Ok(None);
         }
 
@@ -524,9 +534,7 @@ fn bson_i64(value: &Bson) -> Option<i64> {
     match value {
         Bson::Int32(integer) => Some(i64::from(*integer)),
         Bson::Int64(integer) => Some(*integer),
-        Bson::Double(number) if number.is_finite() && number.fract() == 0.0 => {
-            Some(*number as i64)
-        }
+        Bson::Double(number) if number.is_finite() && number.fract() == 0.0 => Some(*number as i64),
         _ => None,
     }
 }
@@ -538,7 +546,10 @@ mod tests {
     #[test]
     fn integers_read_from_any_numeric_type() {
         assert_eq!(bson_i64(&Bson::Int32(5)), Some(5));
-        assert_eq!(bson_i64(&Bson::Int64(1_525_383_610_088)), Some(1_525_383_610_088));
+        assert_eq!(
+            bson_i64(&Bson::Int64(1_525_383_610_088)),
+            Some(1_525_383_610_088)
+        );
         assert_eq!(
             bson_i64(&Bson::Double(1_525_383_610_088.0)),
             Some(1_525_383_610_088)

@@ -194,7 +194,10 @@ fn missing_field_clause(filter: &Filter) -> Option<Document> {
 /// it would compare equal on every document.
 fn sort_order(query: &SearchQuery) -> Document {
     let (field, direction) = match &query.sort {
-        Some(sort) => (Some(sort.field.as_str()), if sort.descending { -1 } else { 1 }),
+        Some(sort) => (
+            Some(sort.field.as_str()),
+            if sort.descending { -1 } else { 1 },
+        ),
         None => (None, 1),
     };
     let mut sort = Document::new();
@@ -255,11 +258,7 @@ mod tests {
     #[test]
     fn search_filters_translate_exactly() {
         let cases: Vec<(&str, Vec<(&str, &str)>, Document)> = vec![
-            (
-                "no filter",
-                vec![],
-                doc! {"isValid": {"$ne": false}},
-            ),
+            ("no filter", vec![], doc! {"isValid": {"$ne": false}}),
             (
                 "bare equality on a number",
                 vec![("sgv", "120")],

@@ -159,10 +159,7 @@ impl MongoSettings {
 }
 
 /// Reads one variable with Nightscout's spellings; returns the spelling found and its value.
-fn read_variable(
-    lookup: &impl Fn(&str) -> Option<String>,
-    name: &str,
-) -> Option<(String, String)> {
+fn read_variable(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> Option<(String, String)> {
     let lower = name.to_ascii_lowercase();
     let spellings = [
         format!("CUSTOMCONNSTR_{name}"),

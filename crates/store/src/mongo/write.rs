@@ -11,10 +11,10 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mongodb::ClientSession;
+use mongodb::Collection;
 use mongodb::bson::{Document, doc};
 use mongodb::error::{TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
 use mongodb::options::{ReadConcern, WriteConcern};
-use mongodb::Collection;
 use serde_json::{Map, Value};
 use tracing::{debug, warn};
 
@@ -91,7 +91,10 @@ impl MongoStore {
         let started = Instant::now();
         let mut retries = 0_u32;
         loop {
-            match self.write_once(collection, &target, &lookup, &mut attempt).await {
+            match self
+                .write_once(collection, &target, &lookup, &mut attempt)
+                .await
+            {
                 Ok(cursor) => {
                     if let Some(cursor) = cursor {
                         self.inner.advance_head(cursor);
@@ -180,9 +183,10 @@ impl MongoStore {
         // 3. Let the plan decide, or check that an earlier decision still holds.
         match &attempt.decision {
             None => {
-                let plan = attempt.plan.take().ok_or_else(|| {
-                    StoreError::Corrupt("write plan already consumed".into())
-                })?;
+                let plan = attempt
+                    .plan
+                    .take()
+                    .ok_or_else(|| StoreError::Corrupt("write plan already consumed".into()))?;
                 let srv_modified = now_ms().max(floor + 1);
                 let (action, value) = plan(WriteContext {
                     existing: found.as_ref().map(|found| found.stored.clone()),
@@ -204,8 +208,7 @@ impl MongoStore {
                 }
                 if decision.srv_modified <= floor {
                     return Err(StoreError::Conflict(
-                        "another write took a later srvModified while the write was retried"
-                            .into(),
+                        "another write took a later srvModified while the write was retried".into(),
                     ));
                 }
             }
@@ -317,10 +320,7 @@ async fn apply(
         WriteAction::Insert(body) => {
             let identifier = identifier_of(body)?;
             let document = body_to_document(body, None);
-            target
-                .insert_one(&document)
-                .session(&mut *session)
-                .await?;
+            target.insert_one(&document).session(&mut *session).await?;
             Applied {
                 operation: Operation::Create,
                 identifier,
@@ -339,10 +339,7 @@ async fn apply(
                         .await?;
                 }
                 None => {
-                    target
-                        .insert_one(&document)
-                        .session(&mut *session)
-                        .await?;
+                    target.insert_one(&document).session(&mut *session).await?;
                 }
             }
             Applied {
