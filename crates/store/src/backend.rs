@@ -10,6 +10,7 @@ use nightjar_apiv3::search::SearchQuery;
 use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::mongo::MongoStore;
 use crate::sqlite::{AuthTable, CollectionTimes, SqliteStore};
 use crate::{Change, Lookup, StoreError, StoredDocument, WriteAction, WriteContext};
 
@@ -18,6 +19,8 @@ use crate::{Change, Lookup, StoreError, StoredDocument, WriteAction, WriteContex
 pub enum Store {
     /// SQLite on local disk (the default).
     Embedded(SqliteStore),
+    /// A MongoDB database, such as an existing Nightscout one.
+    Mongo(MongoStore),
 }
 
 impl Store {
@@ -25,6 +28,7 @@ impl Store {
     pub fn engine_name(&self) -> &'static str {
         match self {
             Store::Embedded(_) => "sqlite",
+            Store::Mongo(_) => "mongodb",
         }
     }
 
@@ -32,6 +36,7 @@ impl Store {
     pub fn engine_version(&self) -> String {
         match self {
             Store::Embedded(_) => SqliteStore::engine_version().to_string(),
+            Store::Mongo(store) => store.engine_version(),
         }
     }
 
@@ -39,6 +44,7 @@ impl Store {
     pub fn location(&self) -> String {
         match self {
             Store::Embedded(store) => store.path().display().to_string(),
+            Store::Mongo(store) => store.location(),
         }
     }
 
@@ -46,11 +52,12 @@ impl Store {
     pub fn close(&self) {
         match self {
             Store::Embedded(store) => store.close(),
+            Store::Mongo(store) => store.close(),
         }
     }
 
     /// Runs `plan` on the document `lookup` finds and commits its action with the
-    /// change record; see [`SqliteStore::write`].
+    /// change record; see [`SqliteStore::write`] and [`MongoStore::write`].
     pub async fn write<T, F>(
         &self,
         collection: &str,
@@ -63,6 +70,7 @@ impl Store {
     {
         match self {
             Store::Embedded(store) => store.write(collection, lookup, plan).await,
+            Store::Mongo(store) => store.write(collection, lookup, plan).await,
         }
     }
 
@@ -74,6 +82,7 @@ impl Store {
     ) -> Result<Option<StoredDocument>, StoreError> {
         match self {
             Store::Embedded(store) => store.find(collection, identifier).await,
+            Store::Mongo(store) => store.find(collection, identifier).await,
         }
     }
 
@@ -85,6 +94,7 @@ impl Store {
     ) -> Result<Vec<StoredDocument>, StoreError> {
         match self {
             Store::Embedded(store) => store.search(collection, query).await,
+            Store::Mongo(store) => store.search(collection, query).await,
         }
     }
 
@@ -98,6 +108,7 @@ impl Store {
     ) -> Result<Vec<StoredDocument>, StoreError> {
         match self {
             Store::Embedded(store) => store.history(collection, since, inclusive, limit).await,
+            Store::Mongo(store) => store.history(collection, since, inclusive, limit).await,
         }
     }
 
@@ -108,6 +119,7 @@ impl Store {
     ) -> Result<Option<CollectionTimes>, StoreError> {
         match self {
             Store::Embedded(store) => store.collection_times(collection).await,
+            Store::Mongo(store) => store.collection_times(collection).await,
         }
     }
 
@@ -115,6 +127,7 @@ impl Store {
     pub fn head(&self) -> i64 {
         match self {
             Store::Embedded(store) => store.head(),
+            Store::Mongo(store) => store.head(),
         }
     }
 
@@ -122,6 +135,7 @@ impl Store {
     pub fn watch_head(&self) -> watch::Receiver<i64> {
         match self {
             Store::Embedded(store) => store.watch_head(),
+            Store::Mongo(store) => store.watch_head(),
         }
     }
 
@@ -134,6 +148,7 @@ impl Store {
     ) -> Result<Vec<Change>, StoreError> {
         match self {
             Store::Embedded(store) => store.changes_after(cursor, collections, limit).await,
+            Store::Mongo(store) => store.changes_after(cursor, collections, limit).await,
         }
     }
 
@@ -141,6 +156,7 @@ impl Store {
     pub async fn pruned_through(&self) -> Result<i64, StoreError> {
         match self {
             Store::Embedded(store) => store.pruned_through().await,
+            Store::Mongo(store) => store.pruned_through().await,
         }
     }
 
@@ -152,6 +168,7 @@ impl Store {
     ) -> Result<usize, StoreError> {
         match self {
             Store::Embedded(store) => store.prune_changes(recorded_before, keep_count).await,
+            Store::Mongo(store) => store.prune_changes(recorded_before, keep_count).await,
         }
     }
 
@@ -159,6 +176,7 @@ impl Store {
     pub async fn list_auth(&self, table: AuthTable) -> Result<Vec<Value>, StoreError> {
         match self {
             Store::Embedded(store) => store.list_auth(table).await,
+            Store::Mongo(store) => store.list_auth(table).await,
         }
     }
 
@@ -171,6 +189,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Store::Embedded(store) => store.save_auth(table, id, body).await,
+            Store::Mongo(store) => store.save_auth(table, id, body).await,
         }
     }
 
@@ -178,6 +197,7 @@ impl Store {
     pub async fn delete_auth(&self, table: AuthTable, id: &str) -> Result<bool, StoreError> {
         match self {
             Store::Embedded(store) => store.delete_auth(table, id).await,
+            Store::Mongo(store) => store.delete_auth(table, id).await,
         }
     }
 }

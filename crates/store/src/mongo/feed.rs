@@ -93,9 +93,8 @@ impl MongoStore {
         collections: Vec<String>,
         limit: u32,
     ) -> Result<Vec<Change>, StoreError> {
-        let mut find = self
-            .inner
-            .changes()
+        let changes = self.inner.changes();
+        let mut find = changes
             .find(changes_filter(cursor, &collections))
             .sort(doc! {"_id": 1})
             .limit(i64::from(limit));

@@ -310,8 +310,8 @@ impl MongoStore {
         search: &SearchQuery,
     ) -> Result<Vec<StoredDocument>, StoreError> {
         let spec = query::search(search);
-        let mut find = self
-            .data_collection(collection)?
+        let target = self.data_collection(collection)?;
+        let mut find = target
             .find(spec.filter)
             .sort(spec.sort)
             .limit(spec.limit)
