@@ -15,7 +15,7 @@ use nightjar_auth::ApiSecret;
 use socketioxide::SocketIo;
 use tonic::transport::{Channel, Endpoint};
 use tower_http::cors::CorsLayer;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::EdgeConfig;
 use crate::proto::admin_client::AdminClient;
@@ -107,7 +107,15 @@ pub async fn run(config: EdgeConfig, core_url: String, secret: ApiSecret) -> Res
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(crate::core::wait_for_signal())
+    .with_graceful_shutdown(async move {
+        crate::core::wait_for_signal().await;
+        // Tell Socket.IO clients to reconnect (to another edge, or after a restart)
+        // instead of waiting for a timeout.
+        info!("shutting down edge; disconnecting sockets");
+        if let Err(err) = io.disconnect().await {
+            warn!(cause = %err, "disconnecting sockets at shutdown failed");
+        }
+    })
     .await;
     upstream.abort();
     info!("edge stopped");
