@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
+use nightjar_store::MongoSettings;
 
 /// Settings of the core process.
 #[derive(Debug, Clone, Args)]
@@ -61,6 +62,18 @@ pub struct CoreConfig {
     /// Lifetime of JWTs issued by `/api/v2/authorization/request`, in seconds.
     #[arg(long, env = "NIGHTJAR_JWT_LIFETIME", default_value_t = 8 * 3600)]
     pub jwt_lifetime: u64,
+
+    /// MongoDB connection and collection names, read from the environment as Nightscout
+    /// reads them (`MONGODB_URI`, `MONGO_CONNECTION`, `CUSTOMCONNSTR_mongo`, ...; see
+    /// [`MongoSettings::from_lookup`]); `None` selects the embedded store. Not a flag,
+    /// so the password never shows in `--help` or the process list.
+    #[arg(skip = mongo_settings_from_env())]
+    pub mongo: Option<MongoSettings>,
+}
+
+/// Reads the MongoDB settings from the process environment.
+pub fn mongo_settings_from_env() -> Option<MongoSettings> {
+    MongoSettings::from_lookup(|name| std::env::var(name).ok())
 }
 
 /// Settings of the edge process.

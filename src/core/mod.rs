@@ -1,5 +1,5 @@
 //! The core process: a tonic server that owns every APIv3 rule, authorization and
-//! the change feed, on top of the embedded store.
+//! the change feed, on top of the embedded store or MongoDB.
 
 mod admin;
 pub mod auth;
@@ -101,14 +101,7 @@ impl Running {
 /// Opens the store and starts the gRPC server; returns once it accepts connections.
 pub async fn start(config: CoreConfig, secret: ApiSecret) -> Result<Running, String> {
     // 1. Store and authorization.
-    let store = nightjar_store::SqliteStore::open(&config.data_dir)
-        .map(Store::Embedded)
-        .map_err(|err| {
-            format!(
-                "cannot open the embedded store in {}: {err}",
-                config.data_dir.display()
-            )
-        })?;
+    let store = open_store(&config).await?;
     if !config.api3_security_enable {
         warn!(
             "API3_SECURITY_ENABLE=false: every request is treated as admin; never run like this in production"
@@ -149,7 +142,23 @@ pub async fn start(config: CoreConfig, secret: ApiSecret) -> Result<Running, Str
     })?;
     let address = listener.local_addr().map_err(|err| err.to_string())?;
     let mut until_stopped = shutdown.clone();
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<StorageServer<grpc::StorageService>>().await;
+    health_reporter.set_serving::<AdminServer<admin::AdminService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|err| format!("cannot build gRPC reflection: {err}"))?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|err| format!("cannot build gRPC reflection: {err}"))?;
     let server = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(
             StorageServer::new(grpc::StorageService::new(core.clone()))
                 .max_decoding_message_size(64 * 1024 * 1024),
@@ -180,6 +189,30 @@ pub async fn start(config: CoreConfig, secret: ApiSecret) -> Result<Running, Str
         server,
         stop,
     })
+}
+
+/// Opens MongoDB when a connection string is configured, else the embedded store.
+async fn open_store(config: &CoreConfig) -> Result<Store, String> {
+    match &config.mongo {
+        Some(settings) => nightjar_store::MongoStore::open(settings.clone())
+            .await
+            .map(Store::Mongo)
+            .map_err(|err| {
+                format!(
+                    "cannot open the MongoDB store at {} ({}): {err}",
+                    settings.redacted_uri(),
+                    settings.uri_variable
+                )
+            }),
+        None => nightjar_store::SqliteStore::open(&config.data_dir)
+            .map(Store::Embedded)
+            .map_err(|err| {
+                format!(
+                    "cannot open the embedded store in {}: {err}",
+                    config.data_dir.display()
+                )
+            }),
+    }
 }
 
 /// How often old change records are pruned.
