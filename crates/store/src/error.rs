@@ -15,8 +15,8 @@ pub enum StoreError {
     /// MongoDB failed or could not be reached.
     #[error("MongoDB error: {0}")]
     Mongo(#[from] mongodb::error::Error),
-    /// A concurrent write changed the document after the write plan had decided, and the
-    /// decision could not be applied; nothing was written and the request may be retried.
+    /// A concurrent write changed the document after the write plan had decided, so the
+    /// decision was not applied. Nothing was written, and the request may be retried.
     #[error("write conflict: {0}")]
     Conflict(String),
     /// A stored value could not be decoded.

@@ -1,7 +1,7 @@
 //! The change feed in MongoDB: change records in `nightjar_changes` with the cursor as
 //! `_id`, the cursor counter and the pruned cursor in `nightjar_meta`.
 //!
-//! A record holds `collection` (API name), `operation` (`create`, `update` or
+//! A record contains `collection` (API name), `operation` (`create`, `update` or
 //! `delete`), `identifier`, `document` (absent for deletes), `srvModified` and
 //! `recordedAt` (epoch milliseconds), and for a write made by another program the
 //! change stream event it came from in `source`.
@@ -121,7 +121,7 @@ impl MongoStore {
     /// beyond the newest `keep_count`; returns how many were deleted.
     ///
     /// The pruned cursor is raised before the records go, so a watcher that reads in
-    /// between is told its history is lost instead of silently skipping records.
+    /// between gets the history-lost error instead of silently skipping records.
     pub async fn prune_changes(
         &self,
         recorded_before: i64,

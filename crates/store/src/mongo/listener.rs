@@ -8,7 +8,7 @@
 //! unique `source` index (the event's resume token) keeps one record. The resume token
 //! of the last handled event is stored with each such record and once a minute, and
 //! the stream resumes from it after a restart, so other programs' writes made while
-//! no core was running are recorded too, as long as the oplog still holds them.
+//! no core was running are recorded too, as long as the oplog still contains them.
 
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ const TOKEN_SAVE_INTERVAL: Duration = Duration::from_secs(60);
 const REOPEN_DELAY: Duration = Duration::from_secs(2);
 
 /// Server error codes meaning the resume token is no longer usable: the oplog no
-/// longer holds it (286, 280) or it is malformed (260).
+/// longer contains it (286, 280) or it is malformed (260).
 const HISTORY_LOST: [i32; 3] = [286, 280, 260];
 
 /// How long recording one foreign write retries transient errors.
@@ -129,7 +129,7 @@ async fn open(
     store: &MongoStore,
     resume: Option<ResumeToken>,
 ) -> Result<ChangeStream<ChangeStreamEvent<Document>>, mongodb::error::Error> {
-    let mut watched: Vec<String> = store
+    let data: Vec<String> = store
         .inner
         .settings
         .collections
@@ -137,11 +137,14 @@ async fn open(
         .into_iter()
         .map(|(_, name)| name.to_string())
         .collect();
-    watched.push(CHANGES_COLLECTION.to_string());
-    let pipeline = [doc! {"$match": {
-        "ns.coll": {"$in": watched},
-        "operationType": {"$in": ["insert", "update", "replace", "delete"]},
-    }}];
+    // Change records only matter when inserted; pruning deletes many at once.
+    let pipeline = [doc! {"$match": {"$or": [
+        {"ns.coll": CHANGES_COLLECTION, "operationType": "insert"},
+        {
+            "ns.coll": {"$in": data},
+            "operationType": {"$in": ["insert", "update", "replace", "delete"]},
+        },
+    ]}}];
 
     let mut watch = store
         .inner

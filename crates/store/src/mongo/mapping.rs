@@ -1,8 +1,8 @@
 //! Conversion between stored BSON documents and the JSON documents core works with.
 //!
 //! Reading follows what Nightscout's JSON output shows for the same data: an ObjectId
-//! becomes its 24 hex digits, a BSON date its ISO 8601 text in UTC, and a double that
-//! holds a whole number (Nightscout's Node.js driver stores every number outside the
+//! becomes its 24 hex digits, a BSON date its ISO 8601 text in UTC, and a double with a
+//! whole-number value (Nightscout's Node.js driver stores every number outside the
 //! 32-bit range as a double, `date` and `srvModified` included) a JSON integer. The
 //! top-level `_id` never reaches a client: it becomes the key of a document without
 //! `identifier`. Writing keeps the stored BSON type of every field whose value did not
@@ -15,7 +15,7 @@ use serde_json::{Map, Number, Value};
 use crate::StoredDocument;
 use crate::error::StoreError;
 
-/// Largest integer a double holds exactly (2^53); whole doubles up to it read as integers.
+/// Largest integer a double represents exactly (2^53); whole doubles up to it read as integers.
 const MAX_EXACT_DOUBLE: f64 = 9_007_199_254_740_992.0;
 
 /// Converts a JSON value to BSON: integers to Int32 when they fit and Int64 otherwise,
@@ -107,11 +107,11 @@ pub struct FoundDocument {
     /// The document as it is stored, `_id` included, to preserve types on rewrite and
     /// to notice a concurrent change between transaction attempts.
     pub raw: Document,
-    /// The document as core sees it.
+    /// The document as core works with it.
     pub stored: StoredDocument,
 }
 
-/// Splits a stored document into its `_id` and the form core sees.
+/// Splits a stored document into its `_id` and the form core works with.
 ///
 /// The key is the `identifier` when it is non-empty text, otherwise the `_id` (see
 /// [`id_key`]), as Nightscout addresses documents written by its older APIs.
@@ -124,7 +124,7 @@ pub fn found_document(raw: Document) -> Result<FoundDocument, StoreError> {
     Ok(FoundDocument { id, raw, stored })
 }
 
-/// Converts a stored document to the form core sees, without its top-level `_id`.
+/// Converts a stored document to the form core works with, without its top-level `_id`.
 pub fn stored_document(raw: &Document, id: &Bson) -> StoredDocument {
     let mut body = Map::with_capacity(raw.len());
     for (name, value) in raw {

@@ -2,9 +2,10 @@
 //! the change feed in `nightjar_changes`, and counters in `nightjar_meta`.
 //!
 //! On a replica set (Atlas included) or a sharded cluster, every write runs in a
-//! multi-document transaction that takes the next change cursor from a counter
-//! document, applies the plan's action and inserts the change record, so the data and
-//! its change commit together and cursors follow commit order across core replicas.
+//! multi-document transaction. The transaction takes the next change cursor from a
+//! counter document, applies the plan's action and inserts the change record. So the
+//! data and its change commit together, and cursors follow commit order across core
+//! replicas.
 //! A change stream wakes this replica's watchers when another replica commits and
 //! records the writes of other programs (a Nightscout instance beside Nightjar). On a
 //! standalone server, which has neither transactions nor change streams, writes run the
@@ -48,7 +49,7 @@ pub const META_COLLECTION: &str = "nightjar_meta";
 /// Database used when the connection string names none, as Nightscout's driver does.
 const DEFAULT_DATABASE: &str = "test";
 
-/// Longest time `close` waits for writes in progress.
+/// Maximum time `close` waits for writes in progress.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The MongoDB store. Cheap to clone; clones share the connection pool.
@@ -71,7 +72,7 @@ struct Inner {
     transactions: bool,
     /// Server version from `buildInfo`, such as `7.0.5`.
     server_version: String,
-    /// Cursor of the newest committed change that this replica knows of.
+    /// Cursor of the newest committed change that this replica has seen.
     head: watch::Sender<i64>,
     /// Serializes this replica's writes; transactions would conflict on the cursor
     /// counter anyway, and waiting here is cheaper than retrying there.
@@ -143,7 +144,7 @@ impl MongoStore {
     /// Connects, checks the server, prepares the store's own collections and starts
     /// the background tasks (index creation, and on replica sets the change stream).
     ///
-    /// Fails when the connection string is invalid, no server answers within the
+    /// Fails when the connection string is invalid, no server responds within the
     /// driver's server selection timeout (30 s unless the string sets
     /// `serverSelectionTimeoutMS`), or the server has no logical sessions (MongoDB
     /// older than 3.6).
@@ -395,7 +396,7 @@ impl MongoStore {
         }))
     }
 
-    /// Returns the cursor of the newest committed change this replica knows of.
+    /// Returns the cursor of the newest committed change this replica has seen.
     pub fn head(&self) -> i64 {
         *self.inner.head.borrow()
     }
@@ -449,11 +450,14 @@ impl MongoStore {
     }
 }
 
-/// Runs `hello`, or `isMaster` on servers older than 4.4.2 that lack it.
+/// Runs `hello`, or `isMaster` on servers older than 4.4.2 that reject `hello`.
 async fn hello(database: &Database) -> Result<Document, StoreError> {
     match database.run_command(doc! {"hello": 1}).await {
         Ok(reply) => Ok(reply),
-        Err(_) => Ok(database.run_command(doc! {"isMaster": 1}).await?),
+        Err(err) if command_code(&err).is_some() => {
+            Ok(database.run_command(doc! {"isMaster": 1}).await?)
+        }
+        Err(err) => Err(err.into()),
     }
 }
 
@@ -501,7 +505,7 @@ async fn prepare_collections(
 /// Server error code: the collection already exists.
 const NAMESPACE_EXISTS: i32 = 48;
 
-/// Server error code: a unique index already holds the value.
+/// Server error code: a unique index already contains the value.
 const DUPLICATE_KEY: i32 = 11000;
 
 /// Returns the server error code of a command or write error.

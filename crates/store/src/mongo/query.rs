@@ -2,10 +2,10 @@
 //! filters, sort orders and projections, so the server does the filtering and paging.
 //!
 //! Every function here is pure. The filters follow Nightscout 15.0.7's
-//! (`lib/api3/storage/mongoCollection/utils.js`) with two deliberate differences:
-//! values keep the types the APIv3 parser gave them (`in`/`nin` items included, where
-//! the reference compares text only), and two filters on one field both apply (the
-//! reference keeps only the last). MongoDB's comparisons only match values of the same
+//! (`lib/api3/storage/mongoCollection/utils.js`) with two deliberate differences.
+//! Values keep the types the APIv3 parser gave them, `in`/`nin` items included, where
+//! the reference compares text only. Two filters on one field both apply, where the
+//! reference keeps only the last. MongoDB's comparisons only match values of the same
 //! type, as the embedded store's do.
 
 use mongodb::bson::{Bson, Document, doc};
@@ -21,7 +21,7 @@ pub struct FindSpec {
     pub filter: Document,
     /// The sort order, most significant field first.
     pub sort: Document,
-    /// Most documents to return.
+    /// Maximum number of documents to return.
     pub limit: i64,
     /// Matching documents to skip first.
     pub skip: u64,
@@ -42,7 +42,8 @@ const PROJECTION_KEEPS: [&str; 5] = [
     "created_at",
 ];
 
-/// A filter that no document matches: every stored document has an `_id`.
+/// Returns a filter that no document matches, because every stored document has an
+/// `_id`.
 fn match_nothing() -> Document {
     doc! {"_id": {"$exists": false}}
 }
@@ -70,7 +71,8 @@ pub fn history_filter(since: i64, inclusive: bool) -> Document {
     doc! {"srvModified": {operator: since}}
 }
 
-/// The order of a history request: by srvModified, then by `_id` for equal values.
+/// Returns the order of a history request: by srvModified, then by `_id` for equal
+/// values.
 pub fn history_sort() -> Document {
     doc! {"srvModified": 1, "_id": 1}
 }
@@ -134,8 +136,8 @@ fn is_plain_path(field: &str) -> bool {
 /// Translates one filter, or returns `None` when it matches every document.
 ///
 /// A field that is not a plain path cannot be stored under that name, so the filter is
-/// decided as for a missing field: `eq null`, `ne` with a value, `in` with null and
-/// `nin` without null match everything, the rest match nothing.
+/// decided as for a missing field. Then `eq null`, `ne` with a value, `in` with null
+/// and `nin` without null match everything, and the rest match nothing.
 pub fn filter_clause(filter: &Filter) -> Option<Document> {
     if !is_plain_path(&filter.field) {
         return missing_field_clause(filter);
@@ -190,8 +192,8 @@ fn missing_field_clause(filter: &Filter) -> Option<Document> {
     }
 }
 
-/// The sort order of a search; a sort field that is not a plain path is left out, as
-/// it would compare equal on every document.
+/// Builds the sort order of a search. A sort field that is not a plain path is left
+/// out, because it would compare equal on every document.
 fn sort_order(query: &SearchQuery) -> Document {
     let (field, direction) = match &query.sort {
         Some(sort) => (
@@ -214,9 +216,9 @@ fn sort_order(query: &SearchQuery) -> Document {
     sort
 }
 
-/// The projection of `fields`, or `None` to fetch whole documents: also when a name
-/// contains `.` or starts with `$`, because core matches such names against top-level
-/// fields literally while MongoDB would read them as paths or operators.
+/// Builds the projection of `fields`, or returns `None` to fetch whole documents. That
+/// includes a name with `.` or a leading `$`, because core matches such names against
+/// top-level fields literally while MongoDB would read them as paths or operators.
 fn projection(fields: Option<&[String]>) -> Option<Document> {
     let fields = fields?;
     if fields
@@ -257,7 +259,8 @@ mod tests {
     /// Each APIv3 query string and the exact filter it must produce.
     #[test]
     fn search_filters_translate_exactly() {
-        let cases: Vec<(&str, Vec<(&str, &str)>, Document)> = vec![
+        type Case = (&'static str, Vec<(&'static str, &'static str)>, Document);
+        let cases: Vec<Case> = vec![
             ("no filter", vec![], doc! {"isValid": {"$ne": false}}),
             (
                 "bare equality on a number",

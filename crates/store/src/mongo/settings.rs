@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-/// Where the MongoDB store connects and which collections it uses.
+/// Connection string and collection names of the MongoDB store.
 #[derive(Clone)]
 pub struct MongoSettings {
     /// The connection string; contains the password, so it is never logged (see
@@ -127,9 +127,7 @@ impl MongoSettings {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Option<MongoSettings> {
         let read = |name: &str| read_variable(&lookup, name);
 
-        let (uri_variable, uri) = URI_VARIABLES
-            .iter()
-            .find_map(|name| read(name).map(|(found, value)| (found, value)))?;
+        let (uri_variable, uri) = URI_VARIABLES.iter().find_map(|name| read(name))?;
         let named = |names: &[&str], default: &str| {
             names
                 .iter()

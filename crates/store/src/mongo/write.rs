@@ -2,11 +2,11 @@
 //! and record the change, in one transaction where the server has them.
 //!
 //! The first step of every write increments the change cursor counter. In a
-//! transaction that write holds the counter until commit, so a concurrent writer on
-//! another replica fails there with a transient write conflict, before its plan has
-//! run, and retries after this commit: cursors are handed out in commit order, and
-//! srvModified (the larger of the clock and the previous value plus one, read inside
-//! the same transaction) increases strictly per collection.
+//! transaction that write locks the counter until commit. A concurrent writer on
+//! another replica therefore fails at that step with a transient write conflict,
+//! before its plan has run, and retries after this commit. So cursors are handed out
+//! in commit order, and srvModified (the larger of the clock and the previous value
+//! plus one, read inside the same transaction) increases strictly per collection.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -36,9 +36,9 @@ struct Decision<T> {
     seen: Option<Document>,
     /// The srvModified handed to the plan.
     srv_modified: i64,
-    /// What to write.
+    /// Action to apply.
     action: WriteAction,
-    /// What the plan returns to the caller.
+    /// Value the plan returns to the caller.
     value: T,
 }
 
@@ -50,7 +50,7 @@ struct Attempt<F, T> {
     decision: Option<Decision<T>>,
 }
 
-/// What a write applied, for its change record.
+/// Operation, identifier and document of an applied write, for its change record.
 struct Applied {
     operation: Operation,
     identifier: String,
@@ -161,7 +161,7 @@ impl MongoStore {
         }
     }
 
-    /// The steps of one attempt, inside its transaction when there is one.
+    /// Runs the steps of one attempt, inside its transaction when there is one.
     async fn write_steps<F, T>(
         &self,
         session: &mut ClientSession,
