@@ -67,7 +67,12 @@ enum Command {
 #[derive(Debug, Clone, clap::Args)]
 pub struct SecretSource {
     /// API_SECRET; when unset, read from the file `serve` generated in the data directory.
-    #[arg(long = "api-secret", env = "API_SECRET", hide_env_values = true)]
+    #[arg(
+        long = "api-secret",
+        env = "API_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
     pub api_secret: Option<String>,
 
     /// Data directory holding a generated API_SECRET.
@@ -217,6 +222,7 @@ async fn subject(
                 .save_subject(with_secret(
                     SaveSubjectRequest {
                         subject: Some(subject),
+                        must_create: true,
                     },
                     secret,
                 ))
@@ -287,7 +293,13 @@ async fn role(
                 ..Default::default()
             };
             let saved = client
-                .save_role(with_secret(SaveRoleRequest { role: Some(role) }, secret))
+                .save_role(with_secret(
+                    SaveRoleRequest {
+                        role: Some(role),
+                        must_create: true,
+                    },
+                    secret,
+                ))
                 .await
                 .map_err(|status| status.message().to_string())?
                 .into_inner()

@@ -64,9 +64,9 @@ pub struct CoreConfig {
     pub jwt_lifetime: u64,
 
     /// MongoDB connection and collection names, read from the environment as Nightscout
-    /// reads them (`MONGODB_URI`, `MONGO_CONNECTION`, `CUSTOMCONNSTR_mongo`, ...; see
-    /// [`MongoSettings::from_lookup`]); `None` selects the embedded store. Not a flag,
-    /// so the password never shows in `--help` or the process list.
+    /// reads them (`MONGODB_URI`, `MONGO_CONNECTION`, `CUSTOMCONNSTR_mongo` and others,
+    /// see [`MongoSettings::from_lookup`]). `None` selects the embedded store. It is not
+    /// a flag, so the password never shows in `--help` or the process list.
     #[arg(skip = mongo_settings_from_env())]
     pub mongo: Option<MongoSettings>,
 }

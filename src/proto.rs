@@ -5,6 +5,9 @@
 
 tonic::include_proto!("nightjar.storage.v1");
 
+/// Encoded descriptor set of the contract, served by gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("nightjar_descriptor");
+
 use nightjar_apiv3::{ApiError, ErrorKind as ApiErrorKind};
 use prost::Message;
 use tonic::{Code, Status};

@@ -10,6 +10,9 @@ use rand::distr::{Alphanumeric, SampleString};
 /// Name of the file that keeps a generated API_SECRET.
 const SECRET_FILE: &str = "api_secret";
 
+/// Name of the embedded store's database file.
+const STORE_FILE: &str = "nightjar.db";
+
 /// Length of a generated API_SECRET, in characters.
 const GENERATED_LENGTH: usize = 32;
 
@@ -44,6 +47,16 @@ pub fn load_or_create(data_dir: &Path) -> Result<LoadedSecret, String> {
         });
     }
 
+    // A store without its secret file was started with API_SECRET set: a new
+    // secret would silently invalidate every access token and JWT.
+    if data_dir.join(STORE_FILE).exists() {
+        return Err(format!(
+            "API_SECRET is not set and {} does not exist, but {} holds data written with another \
+             API_SECRET; set API_SECRET to the value used before",
+            path.display(),
+            data_dir.display()
+        ));
+    }
     std::fs::create_dir_all(data_dir)
         .map_err(|err| format!("cannot create data directory {}: {err}", data_dir.display()))?;
     let text = Alphanumeric.sample_string(&mut rand::rng(), GENERATED_LENGTH);

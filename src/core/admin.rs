@@ -78,6 +78,15 @@ fn checked_id(id: &str) -> Result<String, Status> {
     }
 }
 
+/// Drops empty and blank names, trimming the others.
+fn non_empty(names: Vec<String>) -> Vec<String> {
+    names
+        .into_iter()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
 fn now_iso() -> String {
     nightjar_apiv3::date::iso_utc(nightjar_store::sqlite::now_ms())
 }
@@ -115,7 +124,8 @@ impl Admin for AdminService {
         };
         self.check(request.metadata(), &format!("admin:api:subjects:{action}"))
             .await?;
-        let subject = request.into_inner().subject.unwrap_or_default();
+        let message = request.into_inner();
+        let subject = message.subject.unwrap_or_default();
         if subject.name.trim().is_empty() {
             return Err(bad_request("Bad or missing name field"));
         }
@@ -128,6 +138,11 @@ impl Admin for AdminService {
             .iter()
             .find(|s| s.id == id)
         {
+            Some(_) if message.must_create => {
+                return Err(bad_request(&format!(
+                    "Subject with _id {id} already exists"
+                )));
+            }
             Some(existing) => existing.created_at.clone(),
             None if subject.created_at.is_empty() => now_iso(),
             None => subject.created_at.clone(),
@@ -135,7 +150,7 @@ impl Admin for AdminService {
         let stored = StoredSubject {
             id,
             name: subject.name,
-            roles: subject.roles,
+            roles: non_empty(subject.roles),
             notes: subject.notes,
             created_at,
         };
@@ -209,11 +224,22 @@ impl Admin for AdminService {
         };
         self.check(request.metadata(), &format!("admin:api:roles:{action}"))
             .await?;
-        let role = request.into_inner().role.unwrap_or_default();
+        let message = request.into_inner();
+        let role = message.role.unwrap_or_default();
         if role.name.trim().is_empty() {
             return Err(bad_request("Bad or missing name field"));
         }
         let id = checked_id(&role.id)?;
+        let exists = self
+            .core
+            .auth
+            .directory()
+            .roles()
+            .iter()
+            .any(|r| r.id == id);
+        if message.must_create && exists {
+            return Err(bad_request(&format!("Role with _id {id} already exists")));
+        }
         let created_at = if role.created_at.is_empty() {
             now_iso()
         } else {
@@ -222,7 +248,7 @@ impl Admin for AdminService {
         let stored = StoredRole {
             id,
             name: role.name,
-            permissions: role.permissions,
+            permissions: non_empty(role.permissions),
             notes: role.notes,
             created_at,
         };

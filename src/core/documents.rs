@@ -67,7 +67,7 @@ impl Documents {
         body: Value,
     ) -> Result<WriteOutcome, ApiError> {
         // 1. Shape the document as the client meant it.
-        let mut document = validation::check_body(&body)?.clone();
+        let mut document = client_document(&body)?;
         if let Err(date_error) =
             date::normalize_dates(&mut document, self.rules.created_at_fallback)
         {
@@ -171,7 +171,7 @@ impl Documents {
         if_unmodified_since: Option<i64>,
     ) -> Result<WriteOutcome, ApiError> {
         // 1. The URL's identifier wins over the body's.
-        let mut document = validation::check_body(&body)?.clone();
+        let mut document = client_document(&body)?;
         document.insert("identifier".into(), identifier.into());
         date::normalize_dates(&mut document, self.rules.created_at_fallback)?;
         validation::validate_document(&document)?;
@@ -234,7 +234,7 @@ impl Documents {
         if_unmodified_since: Option<i64>,
     ) -> Result<WriteOutcome, ApiError> {
         require(caller, &permission(collection, "update"))?;
-        let patch = validation::check_body(&body)?.clone();
+        let patch = client_document(&body)?;
 
         let identifier = identifier.to_string();
         let caller = caller.clone();
@@ -337,6 +337,7 @@ impl Documents {
         params: &[(String, String)],
     ) -> Result<Vec<Map<String, Value>>, ApiError> {
         require(caller, &read_permission(collection))?;
+        check_filter_size(params)?;
         let query: SearchQuery = search::parse_search(params, self.rules.max_limit)?;
         let stored = self
             .store
@@ -416,6 +417,34 @@ impl Documents {
             .await
             .map_err(store_error)
     }
+}
+
+/// Checks a request body and drops `_id`: the database id is never the client's
+/// to set, and documents never expose it.
+fn client_document(body: &Value) -> Result<Map<String, Value>, ApiError> {
+    let mut document = validation::check_body(body)?.clone();
+    document.remove("_id");
+    if document.is_empty() {
+        return Err(ApiError::bad_body());
+    }
+    Ok(document)
+}
+
+/// Most filter values one search may carry (`in` and `nin` items count one each);
+/// bounds the size of the statement the store builds.
+pub const MAX_FILTER_VALUES: usize = 256;
+
+fn check_filter_size(params: &[(String, String)]) -> Result<(), ApiError> {
+    let values: usize = params
+        .iter()
+        .map(|(_, value)| value.split('|').count())
+        .sum();
+    if values > MAX_FILTER_VALUES {
+        return Err(ApiError::bad_request(format!(
+            "Too many filter values: {values}, at most {MAX_FILTER_VALUES}"
+        )));
+    }
+    Ok(())
 }
 
 /// Returns the document as reads show it: server dates filled in, identifier present.

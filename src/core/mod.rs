@@ -142,7 +142,27 @@ pub async fn start(config: CoreConfig, secret: ApiSecret) -> Result<Running, Str
     })?;
     let address = listener.local_addr().map_err(|err| err.to_string())?;
     let mut until_stopped = shutdown.clone();
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<StorageServer<grpc::StorageService>>()
+        .await;
+    health_reporter
+        .set_serving::<AdminServer<admin::AdminService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|err| format!("cannot build gRPC reflection: {err}"))?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|err| format!("cannot build gRPC reflection: {err}"))?;
     let server = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(
             StorageServer::new(grpc::StorageService::new(core.clone()))
                 .max_decoding_message_size(64 * 1024 * 1024),

@@ -84,6 +84,16 @@ pub async fn open(
         .pruned_through()
         .await
         .map_err(|err| proto::status_from_api_error(&super::documents::store_error(err)))?;
+    let head = core.store().head();
+    if cursor > head {
+        let mut status = Status::out_of_range(format!(
+            "cursor {cursor} is ahead of the newest change {head}: it comes from another store or a store restored from backup; resync through History, then watch from cursor {head}"
+        ));
+        if let Ok(value) = MetadataValue::try_from(pruned_through.to_string()) {
+            status.metadata_mut().insert(OLDEST_CURSOR_KEY, value);
+        }
+        return Err(status);
+    }
     if cursor < pruned_through {
         let mut status = Status::out_of_range(format!(
             "cursor {cursor} is older than the retained change history; resync through History, then watch from cursor {pruned_through}"

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use axum::routing::{delete, get};
 use nightjar_apiv3::{ApiError, ErrorKind};
@@ -59,6 +59,13 @@ pub fn routes() -> Router<Arc<Edge>> {
 fn admin_request<T>(message: T, headers: &HeaderMap, peer: SocketAddr) -> tonic::Request<T> {
     let mut request = to_core(message, headers, None, peer);
     let secret = headers.get("api-secret").and_then(|v| v.to_str().ok());
+    let secret = secret.map(|s| {
+        if s.len() <= 256 {
+            s
+        } else {
+            "oversized-secret"
+        }
+    });
     if let Some(value) = secret.and_then(|s| MetadataValue::try_from(s).ok()) {
         request.metadata_mut().insert("api-secret", value);
     }
@@ -166,6 +173,7 @@ async fn list_subjects(
 
 async fn save_subject(
     State(edge): Shared,
+    method: Method,
     headers: HeaderMap,
     ConnectInfo(peer): Peer,
     body: Body,
@@ -185,6 +193,7 @@ async fn save_subject(
     let request = admin_request(
         SaveSubjectRequest {
             subject: Some(subject),
+            must_create: method == Method::POST,
         },
         &headers,
         peer,
@@ -231,6 +240,7 @@ async fn list_roles(State(edge): Shared, headers: HeaderMap, ConnectInfo(peer): 
 
 async fn save_role(
     State(edge): Shared,
+    method: Method,
     headers: HeaderMap,
     ConnectInfo(peer): Peer,
     body: Body,
@@ -246,7 +256,14 @@ async fn save_role(
         notes: text(body.get("notes")),
         created_at: text(body.get("created_at")),
     };
-    let request = admin_request(SaveRoleRequest { role: Some(role) }, &headers, peer);
+    let request = admin_request(
+        SaveRoleRequest {
+            role: Some(role),
+            must_create: method == Method::POST,
+        },
+        &headers,
+        peer,
+    );
     match edge.admin.clone().save_role(request).await {
         Ok(reply) => plain_json(role_json(&reply.into_inner().role.unwrap_or_default())),
         Err(status) => admin_failure(&status),

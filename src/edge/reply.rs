@@ -61,7 +61,10 @@ pub fn to_core<T>(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .or_else(|| query_token.map(|token| format!("Bearer {token}")));
-    if let Some(value) = authorization.and_then(|a| MetadataValue::try_from(a).ok()) {
+    if let Some(value) = authorization
+        .map(bounded_credential)
+        .and_then(|a| MetadataValue::try_from(a).ok())
+    {
         metadata.insert("authorization", value);
     }
     if let Ok(value) = MetadataValue::try_from(peer.ip().to_string()) {
@@ -77,6 +80,20 @@ pub fn to_core<T>(
         metadata.insert("x-request-id", value);
     }
     request
+}
+
+/// Longest credential forwarded to core, in bytes; JWTs and access tokens are far
+/// shorter. Longer ones are replaced by a placeholder that core rejects as a bad
+/// credential, so an oversized header never reaches the shared gRPC connection.
+pub const MAX_CREDENTIAL_BYTES: usize = 4096;
+
+/// Returns `credential`, or an invalid placeholder when it is too long.
+pub fn bounded_credential(credential: String) -> String {
+    if credential.len() <= MAX_CREDENTIAL_BYTES {
+        credential
+    } else {
+        "Bearer oversized-credential".to_string()
+    }
 }
 
 fn new_request_id() -> String {

@@ -143,8 +143,12 @@ fn collection_or_404(name: &str) -> Result<(), Response> {
     }
 }
 
-fn parse_json_array(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).unwrap_or(Value::Array(Vec::new()))
+/// Parses the JSON array core returned; a failure is a 500, never an empty result.
+fn parse_json_array(bytes: &[u8]) -> Result<Value, Response> {
+    serde_json::from_slice(bytes).map_err(|err| {
+        tracing::error!(cause = %err, bytes = bytes.len(), "core returned documents that cannot be parsed");
+        error_reply(&ApiError::internal())
+    })
 }
 
 fn fields_param(pairs: &[(String, String)]) -> Vec<String> {
@@ -318,7 +322,8 @@ fn write_reply(collection: &str, outcome: WriteResponse) -> Response {
         }
     }
     let response = json_reply(status, fields);
-    let location = format!("/api/v3/{collection}/{}", outcome.identifier);
+    let identifier = percent_encoding::utf8_percent_encode(&outcome.identifier, PATH_SEGMENT);
+    let location = format!("/api/v3/{collection}/{identifier}");
     let response = match HeaderValue::from_str(&location) {
         Ok(value) => with_header(response, header::LOCATION, value),
         Err(_) => response,
@@ -363,7 +368,10 @@ async fn read(
                     http_date(reply.last_modified),
                 );
             }
-            let document: Value = serde_json::from_slice(&reply.document).unwrap_or(Value::Null);
+            let document = match parse_json_array(&reply.document) {
+                Ok(document) => document,
+                Err(response) => return response,
+            };
             with_header(
                 document_reply(format, 200, document),
                 header::LAST_MODIFIED,
@@ -472,6 +480,23 @@ async fn delete(
     }
 }
 
+/// Characters escaped in a path segment: controls, space, and the URL delimiters.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
 /// Query names that are not filters.
 const RESERVED: [&str; 7] = [
     "token",
@@ -505,7 +530,10 @@ async fn search(
     };
     let request = to_core(message, &headers, query_value(&pairs, "token"), peer);
     match edge.storage.clone().search(request).await {
-        Ok(reply) => document_reply(format, 200, parse_json_array(&reply.into_inner().documents)),
+        Ok(reply) => match parse_json_array(&reply.into_inner().documents) {
+            Ok(documents) => document_reply(format, 200, documents),
+            Err(response) => response,
+        },
         Err(status) => status_reply(&status),
     }
 }
@@ -521,18 +549,22 @@ fn search_request(collection: &str, pairs: &[(String, String)]) -> Result<Search
     }
     let limit = integer_param(pairs, "limit", "Parameter limit out of tolerance")?;
     let skip = integer_param(pairs, "skip", "Parameter skip out of tolerance")?;
-    let filters = pairs
+    let mut filters = Vec::new();
+    for (key, value) in pairs
         .iter()
         .filter(|(key, _)| !RESERVED.contains(&key.as_str()))
-        .map(|(key, value)| {
-            let (field, operator) = key.split_once('$').unwrap_or((key.as_str(), "eq"));
-            Filter {
-                field: field.to_string(),
-                operator: operator.to_string(),
-                value: value.clone(),
-            }
-        })
-        .collect();
+    {
+        let (field, operator) = key.split_once('$').unwrap_or((key.as_str(), "eq"));
+        // `date$=1` names an empty operator; core would read an empty one as eq.
+        if operator.is_empty() {
+            return Err(ApiError::unsupported_operator(operator));
+        }
+        filters.push(Filter {
+            field: field.to_string(),
+            operator: operator.to_string(),
+            value: value.clone(),
+        });
+    }
     Ok(SearchRequest {
         collection: collection.to_string(),
         filters,
@@ -625,7 +657,10 @@ async fn history_reply(
     match edge.storage.clone().history(request).await {
         Ok(reply) => {
             let reply = reply.into_inner();
-            let documents = parse_json_array(&reply.documents);
+            let documents = match parse_json_array(&reply.documents) {
+                Ok(documents) => documents,
+                Err(response) => return response,
+            };
             let mut response = document_reply(format, 200, documents);
             if reply.max_last_modified > 0 {
                 response = with_header(

@@ -13,7 +13,7 @@ use socketioxide::extract::SocketRef;
 use socketioxide::{SendError, SocketError, SocketIo};
 use tokio::sync::Mutex;
 use tonic::metadata::MetadataValue;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::Edge;
 use super::socket::NAMESPACE;
@@ -75,6 +75,19 @@ pub async fn run(edge: Arc<Edge>, io: SocketIo) {
     loop {
         match follow(&edge, &io, &mut cursor, &mut backoff).await {
             Ok(()) => info!(cursor, "upstream change stream ended; reconnecting"),
+            Err(status) if status.code() == tonic::Code::OutOfRange => {
+                // Core no longer has our position (pruned, or a restored store):
+                // sockets may have missed changes and must resync through history.
+                error!(
+                    cursor,
+                    cause = status.message(),
+                    "upstream cursor is no longer valid; restarting from core's newest change and disconnecting sockets so they resume"
+                );
+                cursor = None;
+                if let Err(err) = io.disconnect().await {
+                    warn!(cause = %err, "disconnecting sockets failed");
+                }
+            }
             Err(status) => {
                 warn!(cursor, code = ?status.code(), cause = status.message(), "upstream change stream failed; reconnecting")
             }

@@ -50,8 +50,11 @@ pub fn resolve_identifier(doc: &mut Map<String, Value>) -> Result<String, ApiErr
     match doc.get("identifier") {
         Some(Value::String(identifier)) if !is_blank(identifier) => {
             if *identifier != calculated {
+                // Debug formatting escapes control characters, so a client cannot
+                // forge log lines; long values are cut.
+                let shown: String = identifier.chars().take(64).collect();
                 warn!(
-                    identifier = %identifier,
+                    identifier = ?shown,
                     calculated = %calculated,
                     "client identifier differs from the calculated one, keeping the client's"
                 );

@@ -36,8 +36,23 @@ pub const IMMUTABLE_FIELDS: &[&str] = &[
 /// Returns 400 `Bad or missing request body` for anything else: arrays, scalars, `null`, `{}`.
 pub fn check_body(body: &Value) -> Result<&Map<String, Value>, ApiError> {
     match body {
-        Value::Object(map) if !map.is_empty() => Ok(map),
+        Value::Object(map) if !map.is_empty() && depth(body) <= MAX_DEPTH => Ok(map),
         _ => Err(ApiError::bad_body()),
+    }
+}
+
+/// Deepest nesting of objects and arrays a document may have, as in MongoDB.
+///
+/// Deeper documents could be stored but not returned inside the search envelope,
+/// whose JSON parsers stop at 128 levels.
+pub const MAX_DEPTH: usize = 100;
+
+/// Returns the nesting depth of objects and arrays in `value` (a scalar is 0).
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        _ => 0,
     }
 }
 
@@ -139,6 +154,24 @@ fn check_app(app: Option<&Value>) -> Result<(), ApiError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn nested(levels: usize) -> Value {
+        let mut value = json!(1);
+        for _ in 1..levels {
+            value = json!([value]);
+        }
+        json!({ "n": value })
+    }
+
+    #[test]
+    fn check_body_depth_limit() {
+        // `nested(n)` is n levels deep: the outer object plus n - 1 arrays.
+        assert!(check_body(&nested(MAX_DEPTH)).is_ok());
+        assert_eq!(
+            check_body(&nested(MAX_DEPTH + 1)),
+            Err(ApiError::bad_body())
+        );
+    }
 
     fn object(value: Value) -> Map<String, Value> {
         match value {

@@ -71,6 +71,7 @@ impl SqliteStore {
 
         // 1. The write connection creates the schema.
         let connection = Connection::open(&path)?;
+        restrict_to_owner(&path);
         schema::configure(&connection)?;
         schema::create(&connection)?;
         let head_cursor = writer::last_cursor(&connection)?;
@@ -413,6 +414,18 @@ impl SqliteStore {
             .ok_or(StoreError::Closed)?;
         sender.send(job).map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Makes the database file readable by its owner only: it holds health data and
+/// subjects. SQLite gives the WAL and shared-memory files the same mode.
+fn restrict_to_owner(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(err) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            tracing::warn!(path = %path.display(), cause = %err, "cannot restrict the database file to its owner");
+        }
     }
 }
 
