@@ -3,7 +3,7 @@
 //! Each scenario runs against the embedded store always, and against MongoDB when
 //! `MONGODB_URI` is set (a replica set exercises transactions and change streams, a
 //! standalone server the fallback path). Every MongoDB test uses its own database,
-//! named `nightjar_test_<test>_<process>_<time>`, and drops it at the end; without
+//! named `nightjar_test_<test>_<process>_<time>`, and drops it at the end. Without
 //! `MONGODB_URI` the MongoDB tests print why they were skipped and pass.
 
 use std::path::PathBuf;
@@ -269,6 +269,19 @@ async fn find(store: &Store, collection: &str, identifier: &str) -> Option<Store
     store.find(collection, identifier).await.unwrap()
 }
 
+/// Waits until the head reaches `cursor`, because a store may answer a write just
+/// before it moves its head.
+async fn wait_for_head(store: &Store, cursor: i64) {
+    let mut head = store.watch_head();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        head.wait_for(|head| *head >= cursor),
+    )
+    .await
+    .expect("the head reaches the newest cursor within 5 s")
+    .unwrap();
+}
+
 fn query(pairs: &[(&str, &str)]) -> SearchQuery {
     let pairs: Vec<(String, String)> = pairs
         .iter()
@@ -313,7 +326,13 @@ async fn insert_find_and_change(harness: &Harness) {
     assert!(find(store, "entries", "b").await.is_none());
     assert!(find(store, "treatments", "a").await.is_none());
 
-    assert!(head.has_changed().unwrap(), "watchers are woken");
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        head.wait_for(|cursor| *cursor > head_before),
+    )
+    .await
+    .expect("watchers are woken within 5 s")
+    .unwrap();
     let changes = store
         .changes_after(head_before, Vec::new(), 10)
         .await
@@ -321,6 +340,7 @@ async fn insert_find_and_change(harness: &Harness) {
     assert_eq!(changes.len(), 1);
     let change = &changes[0];
     assert!(change.cursor > head_before);
+    wait_for_head(store, change.cursor).await;
     assert_eq!(change.cursor, store.head());
     assert_eq!(change.collection, "entries");
     assert_eq!(change.operation, Operation::Create);
@@ -534,21 +554,20 @@ async fn legacy_documents_by_id_and_fallback(harness: &Harness) {
             "entries",
             Lookup {
                 identifier: "uuid-1".into(),
-                fallback: fallback.clone(),
+                fallback,
             },
             |context| {
-                let existing = context.existing.clone();
-                let Some(stored) = &context.existing else {
+                let Some(stored) = context.existing else {
                     return Ok((WriteAction::Nothing, None));
                 };
-                let mut body = stored.body.clone();
+                let mut body = stored.body;
                 body.insert("identifier".into(), "uuid-1".into());
                 body.insert("srvModified".into(), context.srv_modified.into());
                 let action = WriteAction::Replace {
                     body,
                     operation: Operation::Update,
                 };
-                Ok((action, existing.map(|document| document.key)))
+                Ok((action, Some(stored.key)))
             },
         )
         .await
@@ -623,7 +642,12 @@ async fn search_filters_sort_and_paging(harness: &Harness) {
     )
     .await;
 
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<&str>)> = vec![
+    type Case = (
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+        Vec<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
         ("all valid", vec![], vec!["e1", "e2", "e3", "e4"]),
         (
             "number equality ignores text",
@@ -712,7 +736,8 @@ async fn history_by_srv_modified(harness: &Harness) {
         Operation::Delete,
     )
     .await;
-    assert!(first < second && second < deleted);
+    assert!(first < second);
+    assert!(second < deleted);
 
     let keys = |documents: Vec<StoredDocument>| -> Vec<String> {
         documents.into_iter().map(|document| document.key).collect()
@@ -775,7 +800,8 @@ async fn change_feed_order_and_filters(harness: &Harness) {
     for pair in all.windows(2) {
         assert!(pair[1].cursor > pair[0].cursor);
     }
-    assert_eq!(all.last().unwrap().cursor, store.head());
+    wait_for_head(store, all[5].cursor).await;
+    assert_eq!(all[5].cursor, store.head());
 
     let treatments = store
         .changes_after(head_before, vec!["treatments".into()], 100)
@@ -834,6 +860,7 @@ async fn prune_keeps_newest_changes(harness: &Harness) {
         + 60_000;
     assert_eq!(store.prune_changes(future, 1000).await.unwrap(), 2);
     assert_eq!(store.pruned_through().await.unwrap(), all[4].cursor);
+    wait_for_head(store, all[4].cursor).await;
     assert_eq!(store.head(), all[4].cursor);
     assert_eq!(store.prune_changes(future, 1000).await.unwrap(), 0);
 }

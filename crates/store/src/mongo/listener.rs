@@ -31,8 +31,11 @@ const RESUME_TOKEN: &str = "changeStreamResumeToken";
 /// How often the resume token is stored when no foreign write stored it.
 const TOKEN_SAVE_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Wait before reopening a failed stream.
+/// First wait before reopening a failed stream; it doubles with each failure in a row.
 const REOPEN_DELAY: Duration = Duration::from_secs(2);
+
+/// Maximum wait before reopening a failed stream.
+const MAX_REOPEN_DELAY: Duration = Duration::from_secs(60);
 
 /// Server error codes meaning the resume token is no longer usable: the oplog no
 /// longer contains it (286, 280) or it is malformed (260).
@@ -65,8 +68,12 @@ pub async fn follow(store: MongoStore) {
             None
         }
     };
+    let mut failures = 0;
     loop {
         // 1. Open, from the last handled event when there is one.
+        if failures > 0 {
+            tokio::time::sleep(reopen_delay(failures)).await;
+        }
         let mut stream = match open(&store, resume.clone()).await {
             Ok(stream) => stream,
             Err(err)
@@ -78,12 +85,20 @@ pub async fn follow(store: MongoStore) {
                 continue;
             }
             Err(err) => {
-                warn!(cause = %err, "cannot open the MongoDB change stream; retrying");
-                tokio::time::sleep(REOPEN_DELAY).await;
+                failures += 1;
+                warn!(failures, cause = %err, "cannot open the MongoDB change stream; retrying");
                 continue;
             }
         };
+        failures = failures.max(1);
         info!(resumed = resume.is_some(), "following MongoDB changes");
+
+        // Commits this replica missed while the stream was down, including those older
+        // than a lost resume token, become visible to watchers now.
+        match store.latest_cursor().await {
+            Ok(cursor) => store.inner.advance_head(cursor),
+            Err(err) => warn!(cause = %err, "cannot read the newest change cursor"),
+        }
 
         // 2. Handle events; store the token now and then.
         let mut last_saved = Instant::now();
@@ -93,17 +108,21 @@ pub async fn follow(store: MongoStore) {
                 Ok(Some(Ok(event))) => {
                     let token = event.id.clone();
                     if let Err(err) = handle(&store, event).await {
-                        warn!(cause = %err, "cannot record a change from the MongoDB change stream; reopening the stream to retry it");
+                        failures += 1;
+                        warn!(failures, cause = %err, "cannot record a change from the MongoDB change stream; reopening the stream to retry it");
                         break;
                     }
                     resume = Some(token);
+                    failures = 1;
                 }
                 Ok(Some(Err(err))) => {
-                    warn!(cause = %err, "the MongoDB change stream failed; reopening");
+                    failures += 1;
+                    warn!(failures, cause = %err, "the MongoDB change stream failed; reopening");
                     break;
                 }
                 Ok(None) => {
-                    warn!("the MongoDB change stream ended; reopening");
+                    failures += 1;
+                    warn!(failures, "the MongoDB change stream ended; reopening");
                     break;
                 }
                 Err(_) => {}
@@ -120,8 +139,15 @@ pub async fn follow(store: MongoStore) {
                 last_saved = Instant::now();
             }
         }
-        tokio::time::sleep(REOPEN_DELAY).await;
     }
+}
+
+/// Returns the wait before reopening after `failures` failures in a row.
+fn reopen_delay(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    REOPEN_DELAY
+        .saturating_mul(1 << doublings)
+        .min(MAX_REOPEN_DELAY)
 }
 
 /// Opens the stream over the change feed and the data collections.
@@ -465,6 +491,15 @@ mod tests {
         assert_eq!(stored, Bson::Document(doc! {"_data": "8263A1"}));
         let back: ResumeToken = bson::from_bson(stored).unwrap();
         assert_eq!(back, token);
+    }
+
+    #[test]
+    fn reopen_delay_doubles_to_a_minute() {
+        assert_eq!(reopen_delay(1), Duration::from_secs(2));
+        assert_eq!(reopen_delay(2), Duration::from_secs(4));
+        assert_eq!(reopen_delay(5), Duration::from_secs(32));
+        assert_eq!(reopen_delay(6), Duration::from_secs(60));
+        assert_eq!(reopen_delay(u32::MAX), Duration::from_secs(60));
     }
 
     #[test]
