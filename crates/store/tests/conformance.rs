@@ -269,8 +269,8 @@ async fn find(store: &Store, collection: &str, identifier: &str) -> Option<Store
     store.find(collection, identifier).await.unwrap()
 }
 
-/// Waits until the head reaches `cursor`, because a store may answer a write just
-/// before it moves its head.
+/// Waits until the head reaches `cursor`, because a store may return from a write
+/// just before it moves its head.
 async fn wait_for_head(store: &Store, cursor: i64) {
     let mut head = store.watch_head();
     tokio::time::timeout(

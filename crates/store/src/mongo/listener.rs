@@ -4,11 +4,11 @@
 //! data collections.
 //!
 //! Nightjar's own writes always run in transactions, so a data event without a
-//! transaction number is another program's. Every replica records such a write; the
-//! unique `source` index (the event's resume token) keeps one record. The resume token
-//! of the last handled event is stored with each such record and once a minute, and
-//! the stream resumes from it after a restart, so other programs' writes made while
-//! no core was running are recorded too, as long as the oplog still contains them.
+//! transaction number is another program's. Every replica records such a write, and
+//! the unique `source` index (the event's resume token) keeps one record. The resume
+//! token of the last handled event is stored with each such record and once a minute.
+//! The stream resumes from it after a restart, so other programs' writes made while no
+//! core was running are recorded too, as long as the oplog still contains them.
 
 use std::time::{Duration, Instant};
 
