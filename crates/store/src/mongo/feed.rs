@@ -9,7 +9,7 @@
 use futures_util::TryStreamExt;
 use mongodb::ClientSession;
 use mongodb::bson::{Bson, Document, doc};
-use mongodb::options::ReadConcern;
+use mongodb::options::{ReadConcern, ReadPreference, SelectionCriteria};
 
 use super::mapping::document_to_object;
 use super::{MongoStore, bson_i64};
@@ -74,9 +74,14 @@ pub fn change_from_record(record: &Document) -> Result<Change, StoreError> {
     })
 }
 
-/// Builds the filter of the changes after `cursor` in `collections` (all when empty).
-pub fn changes_filter(cursor: i64, collections: &[String]) -> Document {
-    let mut filter = doc! {"_id": {"$gt": cursor}};
+/// Builds the filter of the changes after `cursor`, up to `through` when given, in
+/// `collections` (all when empty).
+pub fn changes_filter(cursor: i64, through: Option<i64>, collections: &[String]) -> Document {
+    let mut range = doc! {"$gt": cursor};
+    if let Some(through) = through {
+        range.insert("$lte", through);
+    }
+    let mut filter = doc! {"_id": range};
     if !collections.is_empty() {
         filter.insert("collection", doc! {"$in": collections});
     }
@@ -85,23 +90,30 @@ pub fn changes_filter(cursor: i64, collections: &[String]) -> Document {
 
 impl MongoStore {
     /// Returns up to `limit` changes after `cursor` in `collections` (all when empty),
-    /// in cursor order. Reads with majority read concern, so no change that a failover
-    /// could roll back is handed out.
+    /// in cursor order.
+    ///
+    /// On a replica set only changes up to the head are returned. The head moves only
+    /// to cursors committed with majority write concern, so no change that a failover
+    /// could roll back is handed out. The read itself goes to the primary with local
+    /// read concern, which sees every commit up to the head at once (a majority read
+    /// might lag behind it, and the watcher would then move past unseen changes).
     pub async fn changes_after(
         &self,
         cursor: i64,
         collections: Vec<String>,
         limit: u32,
     ) -> Result<Vec<Change>, StoreError> {
+        let through = self.inner.transactions.then(|| self.head());
         let changes = self.inner.changes();
-        let mut find = changes
-            .find(changes_filter(cursor, &collections))
+        let records: Vec<Document> = changes
+            .find(changes_filter(cursor, through, &collections))
             .sort(doc! {"_id": 1})
-            .limit(i64::from(limit));
-        if self.inner.transactions {
-            find = find.read_concern(ReadConcern::majority());
-        }
-        let records: Vec<Document> = find.await?.try_collect().await?;
+            .limit(i64::from(limit))
+            .read_concern(ReadConcern::local())
+            .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
+            .await?
+            .try_collect()
+            .await?;
         records.iter().map(change_from_record).collect()
     }
 
@@ -165,14 +177,21 @@ impl MongoStore {
     }
 
     /// Returns the newest committed cursor: the largest record `_id`, or the pruned
-    /// cursor when every record was pruned.
+    /// cursor when every record was pruned. On a replica set it reads with majority
+    /// read concern, because the head must never pass a change a failover could undo.
     pub(super) async fn latest_cursor(&self) -> Result<i64, StoreError> {
+        let read_concern = if self.inner.transactions {
+            ReadConcern::majority()
+        } else {
+            ReadConcern::local()
+        };
         let newest = self
             .inner
             .changes()
             .find_one(doc! {})
             .sort(doc! {"_id": -1})
             .projection(doc! {"_id": 1})
+            .read_concern(read_concern)
             .await?
             .and_then(|record| record.get("_id").and_then(bson_i64))
             .unwrap_or(0);
@@ -293,9 +312,13 @@ mod tests {
 
     #[test]
     fn changes_filter_by_cursor_and_collections() {
-        assert_eq!(changes_filter(5, &[]), doc! {"_id": {"$gt": 5_i64}});
+        assert_eq!(changes_filter(5, None, &[]), doc! {"_id": {"$gt": 5_i64}});
         assert_eq!(
-            changes_filter(5, &["entries".to_string(), "treatments".to_string()]),
+            changes_filter(5, Some(9), &[]),
+            doc! {"_id": {"$gt": 5_i64, "$lte": 9_i64}}
+        );
+        assert_eq!(
+            changes_filter(5, None, &["entries".to_string(), "treatments".to_string()]),
             doc! {"_id": {"$gt": 5_i64}, "collection": {"$in": ["entries", "treatments"]}}
         );
     }
