@@ -16,7 +16,10 @@ use futures_util::StreamExt;
 use mongodb::bson::{self, Bson, Document, doc};
 use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
-use mongodb::options::{FullDocumentBeforeChangeType, FullDocumentType, ReadConcern, WriteConcern};
+use mongodb::options::{
+    FullDocumentBeforeChangeType, FullDocumentType, ReadConcern, ReadPreference, SelectionCriteria,
+    WriteConcern,
+};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
@@ -316,6 +319,7 @@ async fn record_once(
         .start_transaction()
         .read_concern(ReadConcern::snapshot())
         .write_concern(WriteConcern::majority())
+        .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
         .await?;
 
     let steps = async {

@@ -14,7 +14,7 @@ use mongodb::ClientSession;
 use mongodb::Collection;
 use mongodb::bson::{Document, doc};
 use mongodb::error::{TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
-use mongodb::options::{ReadConcern, WriteConcern};
+use mongodb::options::{ReadConcern, ReadPreference, SelectionCriteria, WriteConcern};
 use serde_json::{Map, Value};
 use tracing::{debug, warn};
 
@@ -136,6 +136,7 @@ impl MongoStore {
                 .start_transaction()
                 .read_concern(ReadConcern::snapshot())
                 .write_concern(WriteConcern::majority())
+                .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
                 .await?;
         }
 
