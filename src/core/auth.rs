@@ -26,6 +26,11 @@ pub struct Authenticator {
     pub jwt: JwtKeys,
     /// Subjects and roles as last loaded from the store.
     directory: RwLock<Arc<Directory>>,
+    /// Subjects and roles as last read, to skip reloads that change nothing.
+    loaded: std::sync::Mutex<Option<(Vec<serde_json::Value>, Vec<serde_json::Value>)>>,
+    /// Bumped on every reload that changed something, so streams and subscriptions
+    /// recheck their grants.
+    generation: tokio::sync::watch::Sender<u64>,
     /// Roles whose permissions every authenticated subject gets.
     default_roles: Vec<String>,
     /// Per-IP delay after failed authentication.
@@ -49,6 +54,8 @@ impl Authenticator {
             jwt: JwtKeys::new(&secret),
             secret,
             directory: RwLock::new(Arc::new(Directory::default())),
+            loaded: std::sync::Mutex::new(None),
+            generation: tokio::sync::watch::Sender::new(0),
             default_roles,
             fail_delay: FailDelay::new(Duration::from_millis(fail_delay_ms)),
             security_enabled,
@@ -63,17 +70,27 @@ impl Authenticator {
 
     /// Rereads subjects and roles; later requests and subscriptions see the change.
     pub async fn reload(&self) -> Result<(), nightjar_store::StoreError> {
-        let subjects: Vec<Subject> = self
-            .store
-            .list_auth(AuthTable::Subjects)
-            .await?
+        // 1. Read both tables; nothing to do when they did not change.
+        let raw = (
+            self.store.list_auth(AuthTable::Subjects).await?,
+            self.store.list_auth(AuthTable::Roles).await?,
+        );
+        {
+            let mut loaded = self.loaded.lock().unwrap();
+            if loaded.as_ref() == Some(&raw) {
+                return Ok(());
+            }
+            *loaded = Some(raw.clone());
+        }
+
+        // 2. Build the directory and tell streams and subscriptions to recheck.
+        let subjects: Vec<Subject> = raw
+            .0
             .into_iter()
             .filter_map(|value| serde_json::from_value(value).ok())
             .collect();
-        let roles: Vec<Role> = self
-            .store
-            .list_auth(AuthTable::Roles)
-            .await?
+        let roles: Vec<Role> = raw
+            .1
             .into_iter()
             .filter_map(|value| serde_json::from_value(value).ok())
             .collect();
@@ -83,7 +100,28 @@ impl Authenticator {
             "authorization directory loaded"
         );
         *self.directory.write().unwrap() = Arc::new(Directory::new(subjects, roles));
+        self.generation.send_modify(|generation| *generation += 1);
         Ok(())
+    }
+
+    /// Returns a receiver that changes whenever subjects or roles change.
+    pub fn watch_generation(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Resolves the credential of a data call again, without delay or failure
+    /// accounting: used to recheck open streams after subjects or roles changed.
+    pub fn recheck(&self, metadata: &MetadataMap) -> Option<Principal> {
+        if !self.security_enabled {
+            return Some(Directory::admin_principal());
+        }
+        if let Some(header) = text(metadata, "api-secret") {
+            return self
+                .secret
+                .matches_header(header)
+                .then(Directory::admin_principal);
+        }
+        self.resolve_credential(bearer(metadata)?)
     }
 
     /// Returns the current directory.

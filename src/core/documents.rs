@@ -510,6 +510,13 @@ pub fn store_error(err: StoreError) -> ApiError {
             nightjar_apiv3::ErrorKind::Unavailable,
             "Storage service unavailable",
         ),
+        StoreError::Conflict(reason) => {
+            warn!(cause = %reason, "write conflicted with a concurrent write");
+            ApiError::new(
+                nightjar_apiv3::ErrorKind::Unavailable,
+                "Storage service unavailable",
+            )
+        }
         other => {
             error!(cause = %other, "storage operation failed");
             ApiError::internal()

@@ -369,9 +369,41 @@ impl Storage for StorageService {
             .await
             .map_err(status)?;
         let peer = super::auth::client_ip(request.metadata());
-        let message = request.into_inner();
-        let stream = super::watch::open(self.core.clone(), &caller, message, peer).await?;
+        let (credential, _, message) = request.into_parts();
+        let stream =
+            super::watch::open(self.core.clone(), &caller, message, peer, credential).await?;
         Ok(Response::new(stream))
+    }
+
+    type WatchGrantsStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<GrantsChanged, Status>> + Send + 'static>,
+    >;
+
+    async fn watch_grants(
+        &self,
+        request: Request<WatchGrantsRequest>,
+    ) -> GrpcResult<Self::WatchGrantsStream> {
+        self.core
+            .auth
+            .authenticate_admin(request.metadata(), "admin:api:subjects:read")
+            .await
+            .map_err(status)?;
+        let generation = self.core.auth.watch_generation();
+        let shutdown = self.core.shutdown.clone();
+        let stream = futures::stream::unfold((generation, true), move |(mut generation, first)| {
+            let mut shutdown = shutdown.clone();
+            async move {
+                if !first {
+                    tokio::select! {
+                        changed = generation.changed() => changed.ok()?,
+                        _ = shutdown.changed() => return None,
+                    }
+                }
+                let value = *generation.borrow_and_update();
+                Some((Ok(GrantsChanged { generation: value }), (generation, false)))
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn get_cursor(

@@ -172,6 +172,7 @@ pub async fn start(config: CoreConfig, secret: ApiSecret) -> Result<Running, Str
             let _ = until_stopped.wait_for(|stopped| *stopped).await;
         });
     let server = tokio::spawn(server);
+    tokio::spawn(reload_grants(core.clone(), shutdown.clone()));
     tokio::spawn(prune_changes(
         core.store().clone(),
         std::time::Duration::from_secs(config.change_retention),
@@ -216,6 +217,23 @@ async fn open_store(config: &CoreConfig) -> Result<Store, String> {
                     config.data_dir.display()
                 )
             }),
+    }
+}
+
+/// How often subjects and roles are reread, to see changes made by other core
+/// replicas or by Nightscout itself on a shared database.
+const GRANT_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Rereads subjects and roles periodically until shutdown.
+async fn reload_grants(core: Arc<Core>, mut shutdown: signal::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(GRANT_RELOAD_INTERVAL) => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(err) = core.auth.reload().await {
+            warn!(cause = %err, "rereading subjects and roles failed");
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use nightjar_auth::Principal;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 use tonic::Status;
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tracing::{debug, info, warn};
 
 use super::Core;
@@ -49,6 +49,7 @@ pub async fn open(
     caller: &Principal,
     request: WatchChangesRequest,
     peer: String,
+    credential: MetadataMap,
 ) -> Result<ChangeStream, Status> {
     // 1. Collections: the requested ones the caller may read, all readable when none requested.
     let requested: Vec<Collection> = if request.collections.is_empty() {
@@ -112,15 +113,15 @@ pub async fn open(
         .clone()
         .unwrap_or_else(|| "api-secret".to_string());
     info!(subject, peer, cursor, collections = ?collections, "change stream opened");
-    tokio::spawn(follow(
-        core,
+    let watcher = Watcher {
         collections,
-        cursor,
         sender,
-        lagged,
+        lagged: Some(lagged),
         subject,
         peer,
-    ));
+        credential,
+    };
+    tokio::spawn(follow(core, watcher, cursor));
     Ok(ChangeStream {
         receiver,
         lag_signal: Some(lag_signal),
@@ -138,19 +139,61 @@ pub fn parse_cursor(text: &str) -> Result<i64, Status> {
     }
 }
 
-/// Sends every change after `cursor` until the consumer goes away, lags, or core stops.
-async fn follow(
-    core: Arc<Core>,
+/// One open watch, as its reader task sees it.
+struct Watcher {
+    /// Collections watched.
     collections: Vec<String>,
-    mut cursor: i64,
+    /// Queue to the consumer.
     sender: mpsc::Sender<Result<Change, Status>>,
-    lagged: oneshot::Sender<()>,
+    /// Fired when the consumer lags; taken when fired.
+    lagged: Option<oneshot::Sender<()>>,
+    /// Subject name, for logs.
     subject: String,
+    /// Client IP, for logs.
     peer: String,
-) {
+    /// The request's credential metadata, rechecked when subjects or roles change.
+    credential: MetadataMap,
+}
+
+/// Returns whether the watcher's credential still grants every watched collection.
+fn still_allowed(core: &Core, watcher: &Watcher) -> bool {
+    let Some(principal) = core.auth.recheck(&watcher.credential) else {
+        return false;
+    };
+    watcher
+        .collections
+        .iter()
+        .filter_map(|name| Collection::parse(name))
+        .all(|collection| principal.can(&read_permission(collection)))
+}
+
+/// Sends every change after `cursor` until the consumer goes away, lags, loses its
+/// grant, or core stops.
+async fn follow(core: Arc<Core>, mut watcher: Watcher, mut cursor: i64) {
+    let sender = watcher.sender.clone();
+    let collections = watcher.collections.clone();
+    let (subject, peer) = (watcher.subject.clone(), watcher.peer.clone());
     let mut head = core.store().watch_head();
     let mut shutdown = core.shutdown.clone();
+    let mut generation = core.auth.watch_generation();
     loop {
+        // 0. Subjects or roles changed: end the stream if its grant went away.
+        if generation.has_changed().unwrap_or(false) {
+            generation.borrow_and_update();
+            if !still_allowed(&core, &watcher) {
+                warn!(
+                    subject,
+                    peer, cursor, "change stream grant revoked; ending it"
+                );
+                let _ = sender
+                    .send(Err(Status::permission_denied(
+                        "access to the watched collections was revoked",
+                    )))
+                    .await;
+                return;
+            }
+        }
+
         // Everything up to this head was committed before the scan below starts.
         let seen_head = *head.borrow_and_update();
         let batch = match core
@@ -191,6 +234,7 @@ async fn follow(
                     return;
                 }
                 _ = sender.closed() => break,
+                _ = generation.changed() => {}
             }
             continue;
         }
@@ -208,7 +252,9 @@ async fn follow(
                         subject,
                         peer, cursor, "change stream consumer lagged; ending its stream"
                     );
-                    let _ = lagged.send(());
+                    if let Some(lagged) = watcher.lagged.take() {
+                        let _ = lagged.send(());
+                    }
                     return;
                 }
             };

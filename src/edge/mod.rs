@@ -2,6 +2,7 @@
 //! namespace `/storage`, all backed by core over gRPC. The edge keeps no data.
 
 mod authorization;
+mod grants;
 mod reply;
 mod rest;
 mod socket;
@@ -35,6 +36,8 @@ pub struct Edge {
     pub secret: ApiSecret,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Access tokens of subscribed sockets, rechecked when grants change.
+    pub subscriptions: grants::Subscriptions,
     /// Position of the fan-out, shared with resuming sockets.
     pub feed: upstream::Feed,
     /// Whether `GET /api/v3/test` exists (the `CI` environment variable is set).
@@ -70,6 +73,7 @@ pub async fn run(config: EdgeConfig, core_url: String, secret: ApiSecret) -> Res
         secret,
         max_body_bytes: config.max_body_bytes,
         feed: upstream::Feed::default(),
+        subscriptions: grants::Subscriptions::default(),
         test_route: std::env::var_os("CI").is_some(),
     });
 
@@ -80,6 +84,7 @@ pub async fn run(config: EdgeConfig, core_url: String, secret: ApiSecret) -> Res
         .build_layer();
     socket::register(&io);
     let upstream = tokio::spawn(upstream::run(edge.clone(), io.clone()));
+    let grants = tokio::spawn(grants::run(edge.clone()));
 
     // 3. HTTP routes.
     let app = Router::new()
@@ -118,6 +123,7 @@ pub async fn run(config: EdgeConfig, core_url: String, secret: ApiSecret) -> Res
     })
     .await;
     upstream.abort();
+    grants.abort();
     info!("edge stopped");
     served.map_err(|err| format!("HTTP server failed: {err}"))
 }

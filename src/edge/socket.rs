@@ -38,6 +38,9 @@ pub fn register(io: &SocketIo) {
     io.ns(NAMESPACE, async |socket: SocketRef| {
         debug!(socket = %socket.id, "storage socket connected");
         socket.on("subscribe", subscribe);
+        socket.on_disconnect(async |socket: SocketRef, State(edge): State<Arc<Edge>>| {
+            edge.subscriptions.remove(socket.id);
+        });
     });
 }
 
@@ -117,6 +120,7 @@ async fn authorize(
         return (failure(NOTHING_GRANTED), None);
     }
     let rooms = granted.collections;
+    edge.subscriptions.insert(socket, token);
     let success = json!({ "success": true, "collections": rooms });
 
     // 3. Without a cursor: join before acknowledging, so no event committed after the
@@ -233,7 +237,7 @@ fn parse_cursor(value: &Value) -> Option<i64> {
 }
 
 /// Wraps a message for core with the socket's client IP.
-fn with_peer<T>(socket: &SocketRef, message: T) -> tonic::Request<T> {
+pub fn with_peer<T>(socket: &SocketRef, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     if let Some(value) = peer_ip(socket).and_then(|ip| MetadataValue::try_from(ip).ok()) {
         request.metadata_mut().insert("x-forwarded-for", value);

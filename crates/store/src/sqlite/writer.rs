@@ -81,15 +81,17 @@ pub fn run(mut connection: Connection, jobs: mpsc::Receiver<Job>, head: watch::S
         // 3. Report after the commit, then wake the watchers.
         match outcome {
             Ok(completions) => {
-                for completion in completions {
-                    completion(true);
-                }
+                // Move the head first, so a caller that watches right after its
+                // acknowledged write starts after that write.
                 if let Ok(cursor) = last_cursor(&connection) {
                     head.send_if_modified(|current| {
                         let moved = cursor > *current;
                         *current = cursor.max(*current);
                         moved
                     });
+                }
+                for completion in completions {
+                    completion(true);
                 }
             }
             Err((err, completions)) => {
@@ -134,10 +136,14 @@ fn noop() -> Completion {
     Box::new(|_| {})
 }
 
-/// Returns the cursor of the newest change, 0 when there is none.
+/// Returns the cursor of the newest change ever recorded, 0 when there is none.
+///
+/// AUTOINCREMENT keeps the largest cursor ever handed out in `sqlite_sequence`, so
+/// the head stays put even after every change record was pruned.
 pub fn last_cursor(connection: &Connection) -> rusqlite::Result<i64> {
     connection.query_row(
-        "SELECT COALESCE(max(cursor), 0) FROM changes",
+        "SELECT max(COALESCE((SELECT max(cursor) FROM changes), 0), \
+                COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0))",
         params![],
         |row| row.get(0),
     )
