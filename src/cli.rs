@@ -63,7 +63,7 @@ enum Command {
     },
 }
 
-/// Where a client process finds API_SECRET.
+/// Source of API_SECRET for a client process.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SecretSource {
     /// API_SECRET; when unset, read from the file `serve` generated in the data directory.

@@ -92,7 +92,7 @@ pub struct EdgeConfig {
     pub max_body_bytes: usize,
 }
 
-/// Where a client of core (the edge, the CLI) finds it.
+/// Address of core for its clients (the edge, the CLI).
 #[derive(Debug, Clone, Args)]
 pub struct CoreClientConfig {
     /// URL of the core's gRPC listener.

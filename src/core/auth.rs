@@ -18,7 +18,7 @@ pub const ACTIONS: [(&str, char); 4] = [
     ("delete", 'd'),
 ];
 
-/// Resolves credentials and holds what checking them needs.
+/// Credential resolver: the secret, JWT keys, subjects and roles that checks need.
 pub struct Authenticator {
     /// The server's API_SECRET.
     pub secret: ApiSecret,
@@ -37,7 +37,7 @@ pub struct Authenticator {
     fail_delay: FailDelay,
     /// False turns every check off (development only).
     security_enabled: bool,
-    /// Where subjects and roles live.
+    /// Store of subjects and roles.
     store: Store,
 }
 
@@ -138,7 +138,7 @@ impl Authenticator {
         self.check_credentials(metadata).await
     }
 
-    /// Resolves credentials whatever API3_SECURITY_ENABLE says.
+    /// Resolves credentials regardless of API3_SECURITY_ENABLE.
     async fn check_credentials(&self, metadata: &MetadataMap) -> Result<Principal, ApiError> {
         let ip = client_ip(metadata);
         self.wait_after_failures(&ip).await;
@@ -221,7 +221,7 @@ impl Authenticator {
     }
 }
 
-/// Fails with 403 `Missing permission <permission>` unless the principal holds it.
+/// Fails with 403 `Missing permission <permission>` unless the principal has it.
 pub fn require(principal: &Principal, permission: &str) -> Result<(), ApiError> {
     if principal.can(permission) {
         Ok(())

@@ -479,7 +479,7 @@ fn check_writable(existing: &StoredDocument) -> Result<(), ApiError> {
     }
 }
 
-/// The checks PUT and PATCH share: 410, 422, 412.
+/// Runs the checks PUT and PATCH share: 410, 422, then 412.
 fn check_modifiable(
     collection: Collection,
     existing: &StoredDocument,

@@ -213,8 +213,8 @@ async fn follow(core: Arc<Core>, mut watcher: Watcher, mut cursor: i64) {
 
         if batch.is_empty() {
             // Caught up: nothing in these collections up to the head seen before the
-            // scan, so move past other collections' changes, tell the consumer where
-            // it stands, and wait for a commit.
+            // scan, so move past other collections' changes, send the consumer a
+            // checkpoint, and wait for a commit.
             if seen_head > cursor {
                 cursor = seen_head;
                 let checkpoint = Change {

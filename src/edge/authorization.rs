@@ -17,7 +17,7 @@ use tonic::metadata::MetadataValue;
 use super::Edge;
 use super::reply::{error_reply, json_reply, status_reply, to_core};
 
-/// Replies to a failed admin call: every refusal is 401, as Nightscout answers on
+/// Replies to a failed admin call: every refusal is 401, as Nightscout replies on
 /// these endpoints; other failures keep their status.
 fn admin_failure(status: &tonic::Status) -> Response {
     let error = crate::proto::api_error_from_status(status);
@@ -288,7 +288,7 @@ async fn delete_role(
     }
 }
 
-/// A 200 reply with a bare JSON value, as the v2 admin endpoints answer.
+/// Builds a 200 reply with a bare JSON value, as the v2 admin endpoints send.
 fn plain_json(value: Value) -> Response {
     use axum::response::IntoResponse;
     axum::Json(value).into_response()

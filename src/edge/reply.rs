@@ -82,7 +82,7 @@ pub fn to_core<T>(
     request
 }
 
-/// Longest credential forwarded to core, in bytes; JWTs and access tokens are far
+/// Maximum credential length forwarded to core, in bytes; JWTs and access tokens are far
 /// shorter. Longer ones are replaced by a placeholder that core rejects as a bad
 /// credential, so an oversized header never reaches the shared gRPC connection.
 pub const MAX_CREDENTIAL_BYTES: usize = 4096;

@@ -1,5 +1,5 @@
 //! REST `/api/v3`: thin handlers that translate HTTP to the core's gRPC calls and
-//! the answers back to APIv3 replies.
+//! their results back to APIv3 replies.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,7 +37,7 @@ pub fn routes() -> Router<Arc<Edge>> {
         )
 }
 
-/// The query string as ordered pairs, percent-decoded.
+/// Splits the query string into ordered, percent-decoded pairs.
 fn query_pairs(raw: &Option<String>) -> Vec<(String, String)> {
     raw.as_deref().map(|q| form_pairs(q)).unwrap_or_default()
 }
@@ -310,7 +310,7 @@ async fn create(
     }
 }
 
-/// The reply of create and of a PUT that inserted or replaced.
+/// Builds the reply of create and of a PUT that inserted a document.
 fn write_reply(collection: &str, outcome: WriteResponse) -> Response {
     let mut fields =
         json!({ "identifier": outcome.identifier, "lastModified": outcome.last_modified });

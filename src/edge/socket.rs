@@ -44,7 +44,7 @@ pub fn register(io: &SocketIo) {
     });
 }
 
-/// Handles `subscribe {accessToken, collections?, cursor?}` and answers through the ack.
+/// Handles `subscribe {accessToken, collections?, cursor?}` and replies through the ack.
 async fn subscribe(
     socket: SocketRef,
     TryData(payload): TryData<Value>,
@@ -53,7 +53,7 @@ async fn subscribe(
 ) {
     let (reply, replay) = authorize(&socket, payload.ok(), &edge).await;
     if let Err(err) = ack.send(&reply) {
-        // A client that sent no ack callback gets no answer; nothing to do then.
+        // A client that sent no ack callback gets no reply, which is not an error.
         debug!(socket = %socket.id, cause = %err, "subscribe ack not sent");
     }
     if let Some(replay) = replay {

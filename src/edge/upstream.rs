@@ -23,7 +23,7 @@ use crate::proto::{Change, GetCursorRequest, Operation, WatchChangesRequest};
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Where the fan-out stands, shared with sockets that resume from a cursor.
+/// Position of the fan-out, shared with sockets that resume from a cursor.
 ///
 /// The upstream task holds the lock while it broadcasts one change, so a resuming
 /// socket can hand over from its own replay to the rooms without a gap or a

@@ -417,7 +417,7 @@ impl SqliteStore {
     }
 }
 
-/// Makes the database file readable by its owner only: it holds health data and
+/// Makes the database file readable by its owner only: it contains health data and
 /// subjects. SQLite gives the WAL and shared-memory files the same mode.
 fn restrict_to_owner(path: &Path) {
     #[cfg(unix)]

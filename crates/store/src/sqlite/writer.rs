@@ -1,5 +1,5 @@
 //! The single writer thread: runs write plans in batches, one transaction and one
-//! durable commit per batch (group commit), then answers every caller in the batch.
+//! durable commit per batch (group commit), then replies to every caller in the batch.
 
 use std::collections::HashMap;
 use std::sync::mpsc;
