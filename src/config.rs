@@ -47,6 +47,11 @@ pub struct CoreConfig {
     #[arg(long, env = "API3_CREATED_AT_FALLBACK_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub api3_created_at_fallback_enabled: bool,
 
+    /// Address of a `/metrics` listener for core alone; `serve` also exposes
+    /// metrics on the edge port.
+    #[arg(long, env = "NIGHTJAR_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// How long change records are kept for resuming watchers, in seconds.
     #[arg(long, env = "NIGHTJAR_CHANGE_RETENTION", default_value_t = 7 * 24 * 3600)]
     pub change_retention: u64,

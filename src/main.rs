@@ -5,6 +5,7 @@ mod config;
 mod core;
 mod edge;
 mod logging;
+mod metrics;
 mod proto;
 mod secret;
 

@@ -55,4 +55,4 @@ install_node_modules examples
 install_python_packages
 
 log "cargo test --workspace $*"
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"

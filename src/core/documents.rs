@@ -412,10 +412,13 @@ impl Documents {
         T: Send + 'static,
         F: FnOnce(WriteContext) -> Result<(WriteAction, T), ApiError> + Send + 'static,
     {
-        self.store
-            .write(collection.name(), lookup, plan)
-            .await
-            .map_err(store_error)
+        let started = std::time::Instant::now();
+        let result = self.store.write(collection.name(), lookup, plan).await;
+        crate::metrics::METRICS
+            .store_write_latency
+            .with_label_values(&[collection.name()])
+            .observe(started.elapsed().as_secs_f64());
+        result.map_err(store_error)
     }
 }
 

@@ -5,6 +5,7 @@ mod admin;
 pub mod auth;
 pub mod documents;
 mod grpc;
+mod metrics_layer;
 mod watch;
 
 use std::net::SocketAddr;
@@ -160,6 +161,7 @@ pub async fn start(config: CoreConfig, secret: ApiSecret) -> Result<Running, Str
         .build_v1alpha()
         .map_err(|err| format!("cannot build gRPC reflection: {err}"))?;
     let server = tonic::transport::Server::builder()
+        .layer(metrics_layer::MetricsLayer)
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_alpha)
@@ -172,6 +174,9 @@ pub async fn start(config: CoreConfig, secret: ApiSecret) -> Result<Running, Str
             let _ = until_stopped.wait_for(|stopped| *stopped).await;
         });
     let server = tokio::spawn(server);
+    if let Some(address) = config.metrics_addr {
+        serve_metrics(address).await?;
+    }
     tokio::spawn(reload_grants(core.clone(), shutdown.clone()));
     tokio::spawn(prune_changes(
         core.store().clone(),
@@ -210,6 +215,9 @@ async fn open_store(config: &CoreConfig) -> Result<Store, String> {
                 )
             }),
         None => nightjar_store::SqliteStore::open(&config.data_dir)
+            .inspect(|store| {
+                let _ = crate::metrics::STORE_FILE.set(store.path().to_path_buf());
+            })
             .map(Store::Embedded)
             .map_err(|err| {
                 format!(
@@ -218,6 +226,25 @@ async fn open_store(config: &CoreConfig) -> Result<Store, String> {
                 )
             }),
     }
+}
+
+/// Serves `/metrics` of a core that runs without an edge in its process.
+async fn serve_metrics(address: SocketAddr) -> Result<(), String> {
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|err| format!("cannot listen on {address} (NIGHTJAR_METRICS_ADDR): {err}"))?;
+    let local = listener.local_addr().map_err(|err| err.to_string())?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async { crate::metrics::METRICS.render() }),
+    );
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            warn!(cause = %err, "metrics listener failed");
+        }
+    });
+    info!("listening on http://{local} (metrics)");
+    Ok(())
 }
 
 /// How often subjects and roles are reread, to see changes made by other core

@@ -8,7 +8,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -38,9 +37,6 @@ pub const OLDEST_CURSOR_KEY: &str = "nightjar-oldest-cursor";
 
 /// Metadata key carrying the last cursor handed to a consumer ended for lagging.
 pub const LAST_CURSOR_KEY: &str = "nightjar-last-cursor";
-
-/// Number of consumers ended for lagging since start.
-pub static LAGGED_CONSUMERS: AtomicU64 = AtomicU64::new(0);
 
 /// Starts a watch for `caller`; fails when no requested collection is readable or
 /// the cursor is malformed or older than retention.
@@ -247,7 +243,7 @@ async fn follow(core: Arc<Core>, mut watcher: Watcher, mut cursor: i64) {
                     return;
                 }
                 Err(_) => {
-                    LAGGED_CONSUMERS.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::METRICS.lagged_streams.inc();
                     warn!(
                         subject,
                         peer, cursor, "change stream consumer lagged; ending its stream"

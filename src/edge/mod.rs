@@ -19,6 +19,7 @@ use tower_http::cors::CorsLayer;
 use tracing::{info, warn};
 
 use crate::config::EdgeConfig;
+use crate::metrics::METRICS;
 use crate::proto::admin_client::AdminClient;
 use crate::proto::storage_client::StorageClient;
 
@@ -36,6 +37,8 @@ pub struct Edge {
     pub secret: ApiSecret,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// The Socket.IO server, set once built; read for metrics.
+    pub io: std::sync::OnceLock<SocketIo>,
     /// Access tokens of subscribed sockets, rechecked when grants change.
     pub subscriptions: grants::Subscriptions,
     /// Position of the fan-out, shared with resuming sockets.
@@ -59,6 +62,44 @@ fn cors() -> CorsLayer {
         .expose_headers([header::LOCATION, header::LAST_MODIFIED, header::ETAG])
 }
 
+/// Serves `/metrics`: the process-wide metrics plus current subscriptions.
+async fn metrics(axum::extract::State(edge): axum::extract::State<Arc<Edge>>) -> String {
+    if let Some(namespace) = edge.io.get().and_then(|io| io.of(socket::NAMESPACE)) {
+        for collection in nightjar_apiv3::Collection::ALL {
+            let subscribed = namespace.clone().to(collection.name()).sockets().len();
+            METRICS
+                .subscriptions
+                .with_label_values(&[collection.name()])
+                .set(subscribed as i64);
+        }
+    }
+    METRICS.render()
+}
+
+/// Counts each HTTP request and times it, by matched route and status.
+async fn count_request(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| path.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    METRICS
+        .http_requests
+        .with_label_values(&[&route, &status])
+        .inc();
+    METRICS
+        .http_latency
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
 /// Runs the edge until SIGTERM or Ctrl-C.
 pub async fn run(config: EdgeConfig, core_url: String, secret: ApiSecret) -> Result<(), String> {
     // 1. A lazily connected channel to core: the edge starts even while core is down.
@@ -74,6 +115,7 @@ pub async fn run(config: EdgeConfig, core_url: String, secret: ApiSecret) -> Res
         max_body_bytes: config.max_body_bytes,
         feed: upstream::Feed::default(),
         subscriptions: grants::Subscriptions::default(),
+        io: std::sync::OnceLock::new(),
         test_route: std::env::var_os("CI").is_some(),
     });
 
@@ -82,6 +124,7 @@ pub async fn run(config: EdgeConfig, core_url: String, secret: ApiSecret) -> Res
         .max_buffer_size(SOCKET_BUFFER_PACKETS)
         .with_state(edge.clone())
         .build_layer();
+    let _ = edge.io.set(io.clone());
     socket::register(&io);
     let upstream = tokio::spawn(upstream::run(edge.clone(), io.clone()));
     let grants = tokio::spawn(grants::run(edge.clone()));
@@ -90,7 +133,9 @@ pub async fn run(config: EdgeConfig, core_url: String, secret: ApiSecret) -> Res
     let app = Router::new()
         .merge(rest::routes())
         .merge(authorization::routes())
+        .route("/metrics", axum::routing::get(metrics))
         .fallback(rest::unknown)
+        .layer(axum::middleware::from_fn(count_request))
         .with_state(edge.clone())
         .layer(socket_layer)
         .layer(cors());

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::Edge;
 use super::upstream::PendingJoin;
+use crate::metrics::METRICS;
 use crate::proto::{AuthorizeRequest, WatchChangesRequest};
 
 /// Namespace of the storage channel.
@@ -37,8 +38,10 @@ pub fn register(io: &SocketIo) {
     io.ns("/", async |_socket: SocketRef| {});
     io.ns(NAMESPACE, async |socket: SocketRef| {
         debug!(socket = %socket.id, "storage socket connected");
+        METRICS.sockets_connected.inc();
         socket.on("subscribe", subscribe);
         socket.on_disconnect(async |socket: SocketRef, State(edge): State<Arc<Edge>>| {
+            METRICS.sockets_connected.dec();
             edge.subscriptions.remove(socket.id);
         });
     });

@@ -5,7 +5,6 @@
 //! handled, so sockets miss nothing during a core blip.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -17,6 +16,7 @@ use tracing::{debug, error, info, warn};
 
 use super::Edge;
 use super::socket::NAMESPACE;
+use crate::metrics::METRICS;
 use crate::proto::{Change, GetCursorRequest, Operation, WatchChangesRequest};
 
 /// First wait before reconnecting; doubles up to `MAX_BACKOFF`.
@@ -92,6 +92,7 @@ pub async fn run(edge: Arc<Edge>, io: SocketIo) {
                 warn!(cursor, code = ?status.code(), cause = status.message(), "upstream change stream failed; reconnecting")
             }
         }
+        METRICS.upstream_reconnects.inc();
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
@@ -196,9 +197,6 @@ pub fn event_of(change: &Change) -> Option<(&'static str, Value)> {
     }
 }
 
-/// Number of sockets disconnected because their send buffer was full.
-pub static SLOW_SOCKETS_DISCONNECTED: AtomicU64 = AtomicU64::new(0);
-
 /// Emits one change to each socket subscribed to its collection.
 ///
 /// The payload is serialized once. Sockets are sent to one by one rather than by
@@ -221,9 +219,10 @@ async fn emit(io: &SocketIo, change: &Change) {
     };
     for socket in namespace.to(change.collection.clone()).sockets() {
         match socket.emit(event, &payload) {
-            Ok(()) => {}
+            Ok(()) => METRICS.events_delivered.with_label_values(&[event]).inc(),
             Err(SendError::Socket(SocketError::InternalChannelFull)) => {
-                SLOW_SOCKETS_DISCONNECTED.fetch_add(1, Ordering::Relaxed);
+                METRICS.events_dropped.inc();
+                METRICS.slow_disconnects.inc();
                 warn!(socket = %socket.id, collection = change.collection, cursor = change.cursor, "socket too slow to take events; disconnecting it");
                 let _ = socket.disconnect();
             }
