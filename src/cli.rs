@@ -79,7 +79,8 @@ pub struct SecretSource {
     #[arg(
         long = "data-dir",
         env = "NIGHTJAR_DATA_DIR",
-        default_value = "./nightjar-data"
+        default_value = "./nightjar-data",
+        global = true
     )]
     pub data_dir: std::path::PathBuf,
 }

@@ -104,7 +104,8 @@ pub struct CoreClientConfig {
     #[arg(
         long,
         env = "NIGHTJAR_CORE_URL",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "http://127.0.0.1:50051",
+        global = true
     )]
     pub core_url: String,
 }
