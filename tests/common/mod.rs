@@ -62,6 +62,21 @@ impl Nightjar {
         *self = next;
     }
 
+    /// Starts a server again on the same data directory with `env` added to (or
+    /// replacing) the environment it was started with.
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
+        for (name, value) in env {
+            self.env.retain(|(existing, _)| existing != name);
+            self.env.push((name.to_string(), value.to_string()));
+        }
+        self.restart();
+    }
+
+    /// Returns the process id of the running server, or `None` after `stop` or `kill`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     fn spawn(
         data_dir: PathBuf,
         temp: Option<std::sync::Arc<tempfile::TempDir>>,
