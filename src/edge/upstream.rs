@@ -197,6 +197,25 @@ pub fn event_of(change: &Change) -> Option<(&'static str, Value)> {
     }
 }
 
+/// Removes a socket whose buffer is full from every room at once, so nothing after
+/// the event it missed is queued, then disconnects it. Disconnecting sends a packet,
+/// which fails while the buffer is still full, so it is retried for a while; the
+/// Engine.IO heartbeat closes the transport in the end if the client never reads.
+fn disconnect_slow(socket: SocketRef) {
+    socket.leave_all();
+    tokio::spawn(async move {
+        for _ in 0..100 {
+            match socket.clone().disconnect() {
+                Err(SocketError::InternalChannelFull) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                _ => return,
+            }
+        }
+        debug!(socket = %socket.id, "slow socket still full after 10 s; leaving it to the heartbeat");
+    });
+}
+
 /// Emits one change to each socket subscribed to its collection.
 ///
 /// The payload is serialized once. Sockets are sent to one by one rather than by
@@ -224,7 +243,7 @@ async fn emit(io: &SocketIo, change: &Change) {
                 METRICS.events_dropped.inc();
                 METRICS.slow_disconnects.inc();
                 warn!(socket = %socket.id, collection = change.collection, cursor = change.cursor, "socket too slow to take events; disconnecting it");
-                let _ = socket.disconnect();
+                disconnect_slow(socket);
             }
             Err(err) => {
                 debug!(socket = %socket.id, cause = %err, "event not sent to a closing socket")

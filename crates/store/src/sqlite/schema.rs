@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS documents (
 CREATE INDEX IF NOT EXISTS documents_date ON documents (collection, date);
 CREATE INDEX IF NOT EXISTS documents_srv_modified ON documents (collection, srv_modified);
 CREATE INDEX IF NOT EXISTS documents_created_at ON documents (collection, created_at);
+CREATE INDEX IF NOT EXISTS documents_without_identifier ON documents (collection) WHERE has_identifier = 0;
 
 CREATE TABLE IF NOT EXISTS changes (
     cursor       INTEGER PRIMARY KEY AUTOINCREMENT,
