@@ -155,7 +155,15 @@ impl Authenticator {
         let Some(credential) = bearer(metadata) else {
             return Err(ApiError::missing_credential());
         };
-        match self.resolve_credential(credential) {
+        // REST clients must send a JWT (the edge marks their calls); other gRPC
+        // callers may also send an access token.
+        let jwt_only = text(metadata, JWT_ONLY_KEY).is_some();
+        let resolved = if jwt_only && !looks_like_jwt(credential) {
+            None
+        } else {
+            self.resolve_credential(credential)
+        };
+        match resolved {
             Some(principal) => {
                 self.fail_delay.record_success(&ip);
                 Ok(principal)
@@ -200,7 +208,7 @@ impl Authenticator {
 
     fn resolve_credential(&self, credential: &str) -> Option<Principal> {
         let directory = self.directory();
-        let access_token = if credential.split('.').count() == 3 {
+        let access_token = if looks_like_jwt(credential) {
             self.jwt.verify(credential).ok()?.access_token
         } else {
             credential.to_string()
@@ -219,6 +227,15 @@ impl Authenticator {
         warn!(peer = ip, reason, "authentication failed");
         self.fail_delay.record_failure(ip);
     }
+}
+
+/// Metadata key the edge sets on REST calls: their bearer credential must be a JWT,
+/// as in Nightscout's APIv3.
+pub const JWT_ONLY_KEY: &str = "nightjar-bearer-jwt-only";
+
+/// Returns whether a bearer credential has the three dot-separated parts of a JWT.
+fn looks_like_jwt(credential: &str) -> bool {
+    credential.split('.').count() == 3
 }
 
 /// Fails with 403 `Missing permission <permission>` unless the principal has it.

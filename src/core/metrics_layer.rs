@@ -1,4 +1,5 @@
-//! A tower layer that counts core's gRPC calls and times them, per method.
+//! A tower layer that counts core's gRPC calls and times them, per method, and
+//! runs each in a span carrying the caller's `x-request-id`.
 
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -53,9 +54,17 @@ where
             .next()
             .unwrap_or_default()
             .to_string();
+        let request_id: String = request
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .chars()
+            .take(128)
+            .collect();
+        let span = tracing::info_span!("grpc", request_id, method = %method);
         let started = Instant::now();
-        self.inner
-            .call(request)
+        tracing::Instrument::instrument(self.inner.call(request), span)
             .map(move |result| {
                 let code = match &result {
                     Ok(response) => response

@@ -76,8 +76,25 @@ async fn metrics(axum::extract::State(edge): axum::extract::State<Arc<Edge>>) ->
     METRICS.render()
 }
 
-/// Counts each HTTP request and times it, by matched route and status.
+/// Counts each HTTP request and times it, by matched route and status, inside a
+/// span carrying its request id (the client's `x-request-id`, or a new one), which
+/// is also forwarded to core.
 async fn count_request(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let request_id = reply::ensure_request_id(request.headers_mut());
+    // The route pattern, not the path: paths can carry access tokens.
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| path.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let span = tracing::info_span!("request", request_id, method = %request.method(), route);
+    tracing::Instrument::instrument(count_and_run(request, next), span).await
+}
+
+async fn count_and_run(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {

@@ -67,6 +67,7 @@ pub fn to_core<T>(
     {
         metadata.insert("authorization", value);
     }
+    metadata.insert(crate::core::auth::JWT_ONLY_KEY, MetadataValue::from_static("1"));
     if let Ok(value) = MetadataValue::try_from(peer.ip().to_string()) {
         metadata.insert("x-forwarded-for", value);
     }
@@ -94,6 +95,23 @@ pub fn bounded_credential(credential: String) -> String {
     } else {
         "Bearer oversized-credential".to_string()
     }
+}
+
+/// Returns the request's `x-request-id`, setting a new one when it is missing or
+/// longer than 128 bytes.
+pub fn ensure_request_id(headers: &mut HeaderMap) -> String {
+    let given = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128);
+    if let Some(id) = given {
+        return id.to_string();
+    }
+    let id = new_request_id();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert("x-request-id", value);
+    }
+    id
 }
 
 fn new_request_id() -> String {
