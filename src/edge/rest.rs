@@ -24,6 +24,7 @@ type Peer = ConnectInfo<SocketAddr>;
 /// Returns the `/api/v3` routes.
 pub fn routes() -> Router<Arc<Edge>> {
     Router::new()
+        .route("/api/v3/swagger.json", get(openapi))
         .route("/api/v3/version", get(version))
         .route("/api/v3/status", get(status))
         .route("/api/v3/lastModified", get(last_modified))
@@ -160,6 +161,13 @@ fn fields_param(pairs: &[(String, String)]) -> Vec<String> {
             .filter(|f| !f.is_empty())
             .collect(),
     }
+}
+
+/// OpenAPI 3 description of these routes; `tests/openapi.rs` checks it against them.
+const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 /// Replies to paths no route matches: APIv3's 404 under `/api/v3`, a plain 404 elsewhere.
