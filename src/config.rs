@@ -65,7 +65,8 @@ pub struct CoreConfig {
     pub change_retention_count: u64,
 
     /// Lifetime of JWTs issued by `/api/v2/authorization/request`, in seconds.
-    #[arg(long, env = "NIGHTJAR_JWT_LIFETIME", default_value_t = 8 * 3600)]
+    #[arg(long, env = "NIGHTJAR_JWT_LIFETIME", default_value_t = 8 * 3600,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub jwt_lifetime: u64,
 
     /// MongoDB connection and collection names, read from the environment as Nightscout
@@ -93,7 +94,8 @@ pub struct EdgeConfig {
     pub hostname: String,
 
     /// Largest request body the edge accepts, in bytes.
-    #[arg(long, env = "NIGHTJAR_MAX_BODY_BYTES", default_value_t = 50 * 1024 * 1024)]
+    #[arg(long, env = "NIGHTJAR_MAX_BODY_BYTES", default_value_t = 50 * 1024 * 1024,
+          value_parser = positive_size)]
     pub max_body_bytes: usize,
 }
 
@@ -109,3 +111,33 @@ pub struct CoreClientConfig {
     )]
     pub core_url: String,
 }
+
+/// Parses a byte count of at least 1.
+fn positive_size(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(size) => Ok(size),
+        Err(err) => Err(format!("{err}; expected a number of bytes")),
+    }
+}
+
+/// Environment variables that set flags, for naming them in configuration errors.
+pub const ENVIRONMENT_SETTINGS: &[(&str, &str)] = &[
+    ("PORT", "--port"),
+    ("HOSTNAME", "--hostname"),
+    ("NIGHTJAR_GRPC_ADDR", "--grpc-addr"),
+    ("NIGHTJAR_CORE_URL", "--core-url"),
+    ("NIGHTJAR_DATA_DIR", "--data-dir"),
+    ("NIGHTJAR_METRICS_ADDR", "--metrics-addr"),
+    ("AUTH_DEFAULT_ROLES", "--auth-default-roles"),
+    ("AUTH_FAIL_DELAY", "--auth-fail-delay"),
+    ("API3_MAX_LIMIT", "--api3-max-limit"),
+    ("API3_SECURITY_ENABLE", "--api3-security-enable"),
+    ("API3_DEDUP_FALLBACK_ENABLED", "--api3-dedup-fallback-enabled"),
+    ("API3_CREATED_AT_FALLBACK_ENABLED", "--api3-created-at-fallback-enabled"),
+    ("NIGHTJAR_CHANGE_RETENTION", "--change-retention"),
+    ("NIGHTJAR_CHANGE_RETENTION_COUNT", "--change-retention-count"),
+    ("NIGHTJAR_JWT_LIFETIME", "--jwt-lifetime"),
+    ("NIGHTJAR_MAX_BODY_BYTES", "--max-body-bytes"),
+    ("NIGHTJAR_LOG_FORMAT", "--log-format"),
+];

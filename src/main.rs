@@ -12,7 +12,10 @@ mod secret;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => exit_with_setting(err),
+    };
     logging::init(&cli.log_format);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -32,4 +35,21 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Prints a command-line error and exits; when the rejected value came from an
+/// environment variable, names that variable too, since the error names the flag.
+fn exit_with_setting(err: clap::Error) -> ! {
+    let rendered = err.render().to_string();
+    let from_environment: Vec<&str> = config::ENVIRONMENT_SETTINGS
+        .iter()
+        .filter(|(variable, flag)| std::env::var_os(variable).is_some() && rendered.contains(&format!("'{flag}")))
+        .map(|(variable, _)| *variable)
+        .collect();
+    if err.use_stderr() && !from_environment.is_empty() {
+        eprint!("{rendered}");
+        eprintln!("note: the value comes from the environment variable {}", from_environment.join(", "));
+        std::process::exit(2);
+    }
+    err.exit()
 }

@@ -117,6 +117,13 @@ pub async fn start(config: CoreConfig, secret: ApiSecret) -> Result<Running, Str
     )
     .await?;
 
+    let directory = auth.directory();
+    for role in &config.auth_default_roles {
+        if directory.role(role).is_none() {
+            warn!(role, "AUTH_DEFAULT_ROLES names a role that does not exist (yet); it grants nothing until it is created");
+        }
+    }
+
     // 2. Shared state.
     let (stop, shutdown) = signal::channel(false);
     let rules = Rules {
