@@ -115,6 +115,12 @@ impl Authenticator {
         if !self.security_enabled {
             return Some(Directory::admin_principal());
         }
+        if let Some(credential) = text(metadata, SERVICE_KEY) {
+            return self
+                .secret
+                .matches_service_credential(EDGE_SERVICE, credential)
+                .then(edge_principal);
+        }
         if let Some(header) = text(metadata, "api-secret") {
             return self
                 .secret
@@ -142,6 +148,15 @@ impl Authenticator {
     async fn check_credentials(&self, metadata: &MetadataMap) -> Result<Principal, ApiError> {
         let ip = client_ip(metadata);
         self.wait_after_failures(&ip).await;
+
+        if let Some(credential) = text(metadata, SERVICE_KEY) {
+            return if self.secret.matches_service_credential(EDGE_SERVICE, credential) {
+                Ok(edge_principal())
+            } else {
+                self.fail(&ip, "service credential does not match");
+                Err(ApiError::bad_credential())
+            };
+        }
 
         if let Some(header) = text(metadata, "api-secret") {
             return if self.secret.matches_header(header) {
@@ -227,6 +242,27 @@ impl Authenticator {
         warn!(peer = ip, reason, "authentication failed");
         self.fail_delay.record_failure(ip);
     }
+}
+
+/// Metadata key of an internal service's credential
+/// ([`ApiSecret::service_credential`]).
+pub const SERVICE_KEY: &str = "x-nightjar-service";
+
+/// Service name the edge's credential is derived for.
+pub const EDGE_SERVICE: &str = "edge";
+
+/// Permission that lets a caller watch every collection's changes and the grant
+/// generation, and nothing else.
+pub const WATCH_PERMISSION: &str = "nightjar:watch";
+
+/// Returns the principal of the edge's service credential: it may only watch.
+fn edge_principal() -> Principal {
+    Principal { subject: Some("nightjar-edge".to_string()), permissions: vec![WATCH_PERMISSION.to_string()] }
+}
+
+/// Returns whether `principal` may watch `collection`'s changes.
+pub fn can_watch(principal: &Principal, collection: Collection) -> bool {
+    principal.can(WATCH_PERMISSION) || principal.can(&read_permission(collection))
 }
 
 /// Metadata key the edge sets on REST calls: their bearer credential must be a JWT,

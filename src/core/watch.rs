@@ -20,7 +20,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tracing::{debug, info, warn};
 
 use super::Core;
-use super::auth::read_permission;
+use super::auth::can_watch;
 use crate::proto::{self, Change, Operation, WatchChangesRequest};
 
 /// Changes read from the store per query.
@@ -59,7 +59,7 @@ pub async fn open(
     };
     let collections: Vec<String> = requested
         .into_iter()
-        .filter(|c| caller.can(&read_permission(*c)))
+        .filter(|c| can_watch(caller, *c))
         .map(|c| c.name().to_string())
         .collect();
     if collections.is_empty() {
@@ -160,7 +160,7 @@ fn still_allowed(core: &Core, watcher: &Watcher) -> bool {
         .collections
         .iter()
         .filter_map(|name| Collection::parse(name))
-        .all(|collection| principal.can(&read_permission(collection)))
+        .all(|collection| can_watch(&principal, collection))
 }
 
 /// Sends every change after `cursor` until the consumer goes away, lags, loses its

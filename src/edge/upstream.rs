@@ -100,8 +100,8 @@ pub async fn run(edge: Arc<Edge>, io: SocketIo) {
 
 fn with_secret<T>(edge: &Edge, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    if let Ok(value) = MetadataValue::try_from(edge.secret.sha1_hex()) {
-        request.metadata_mut().insert("api-secret", value);
+    if let Ok(value) = MetadataValue::try_from(edge.secret.service_credential(crate::core::auth::EDGE_SERVICE)) {
+        request.metadata_mut().insert(crate::core::auth::SERVICE_KEY, value);
     }
     request
 }

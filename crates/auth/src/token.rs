@@ -79,6 +79,23 @@ impl ApiSecret {
         (sha1_matches | sha512_matches).into()
     }
 
+    /// Returns the credential of an internal service such as the edge: hex
+    /// HMAC-SHA256 of `service`, keyed with the JWT signing key. Every process
+    /// that knows API_SECRET derives the same value; it reveals nothing of the
+    /// secret.
+    pub fn service_credential(&self, service: &str) -> String {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.jwt_key).expect("HMAC accepts keys of any length");
+        mac.update(b"nightjar service credential: ");
+        mac.update(service.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Checks a service credential in constant time.
+    pub fn matches_service_credential(&self, service: &str, credential: &str) -> bool {
+        self.service_credential(service).as_bytes().ct_eq(credential.as_bytes()).into()
+    }
+
     /// Returns the key JWTs are signed with.
     pub(crate) fn jwt_key(&self) -> &[u8; 32] {
         &self.jwt_key
@@ -138,6 +155,19 @@ fn name_prefix(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn service_credential_is_keyed() {
+        let one = ApiSecret::new("first secret text").unwrap();
+        let other = ApiSecret::new("second secret text").unwrap();
+        let credential = one.service_credential("edge");
+        assert_eq!(credential.len(), 64);
+        assert!(one.matches_service_credential("edge", &credential));
+        assert!(!one.matches_service_credential("core", &credential));
+        assert!(!other.matches_service_credential("edge", &credential));
+        assert!(!credential.contains(one.sha1_hex()));
+    }
+
     use super::*;
 
     /// Secret whose expected digests below were computed with Node.js
