@@ -6,7 +6,7 @@
 //! already set is a duplicate, and a bit still clear after the drain for a write
 //! the server acknowledged is a lost event.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -64,10 +64,14 @@ pub struct Ledger {
     acknowledged: Bitset,
     /// Per subscriber, the sequence numbers it received.
     received: Vec<Bitset>,
+    /// Per subscriber, whether it never subscribed and so is owed nothing.
+    excluded: Vec<AtomicBool>,
     /// The steps, in sequence-number order.
     steps: Vec<Step>,
     /// Events without marks, or with a sequence number outside every step.
     unexpected: AtomicU64,
+    /// Bench clock of the latest event of any kind, in nanoseconds.
+    last_event_ns: AtomicU64,
 }
 
 /// What a step's writes turned into, once the drain is over.
@@ -75,7 +79,7 @@ pub struct Ledger {
 pub struct Deliveries {
     /// Writes the server acknowledged.
     pub acknowledged_writes: u64,
-    /// Deliveries owed: acknowledged writes times subscribers.
+    /// Deliveries owed: acknowledged writes times subscribers that subscribed.
     pub expected: u64,
     /// Distinct (subscriber, write) deliveries received.
     pub delivered: u64,
@@ -110,8 +114,10 @@ impl Ledger {
         Ledger {
             acknowledged: Bitset::new(start),
             received: (0..subscribers).map(|_| Bitset::new(start)).collect(),
+            excluded: (0..subscribers).map(|_| AtomicBool::new(false)).collect(),
             steps,
             unexpected: AtomicU64::new(0),
+            last_event_ns: AtomicU64::new(0),
         }
     }
 
@@ -126,6 +132,19 @@ impl Ledger {
             .find(|step| step.start <= seq && seq < step.end)
     }
 
+    /// Marks `subscriber` as never subscribed: no delivery is owed to it.
+    pub fn exclude(&self, subscriber: usize) {
+        self.excluded[subscriber].store(true, Ordering::Relaxed);
+    }
+
+    /// Returns the number of subscribers owed deliveries.
+    fn owed_subscribers(&self) -> u64 {
+        self.excluded
+            .iter()
+            .filter(|excluded| !excluded.load(Ordering::Relaxed))
+            .count() as u64
+    }
+
     /// Records that the server acknowledged write `seq`.
     pub fn acknowledge(&self, seq: u64) {
         if let Some(step) = self.step_of(seq)
@@ -138,6 +157,7 @@ impl Ledger {
     /// Records an event text received by `subscriber`.
     pub fn record_event(&self, subscriber: usize, text: &str) {
         let now = clock_ns();
+        self.last_event_ns.fetch_max(now, Ordering::Relaxed);
         let Some(marks) = read_marks(text) else {
             self.unexpected.fetch_add(1, Ordering::Relaxed);
             return;
@@ -171,7 +191,7 @@ impl Ledger {
     pub async fn drain(&self, step: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let step = &self.steps[step];
-        let subscribers = self.received.len() as u64;
+        let subscribers = self.owed_subscribers();
         loop {
             let owed = step.acknowledged.load(Ordering::Relaxed) * subscribers;
             if step.delivered.load(Ordering::Relaxed) >= owed {
@@ -184,13 +204,35 @@ impl Ledger {
         }
     }
 
+    /// Waits until no event has arrived for `quiet`, or `timeout` passed; returns
+    /// whether it went quiet. Events still queued in the server after an
+    /// overloaded step would otherwise land in the next step's time.
+    pub async fn settle(&self, quiet: Duration, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let silent_ns = clock_ns().saturating_sub(self.last_event_ns.load(Ordering::Relaxed));
+            if silent_ns >= quiet.as_nanos() as u64 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Counts what step `step` delivered; call it after the drain.
     pub fn deliveries(&self, step: usize) -> Deliveries {
         let range = self.range(step);
         let step = &self.steps[step];
         let mut lost = 0;
         let mut unacknowledged_delivered = 0;
-        for received in &self.received {
+        let owed = self
+            .received
+            .iter()
+            .zip(&self.excluded)
+            .filter(|(_, excluded)| !excluded.load(Ordering::Relaxed));
+        for (received, _) in owed {
             for seq in range.clone() {
                 match (self.acknowledged.contains(seq), received.contains(seq)) {
                     (true, false) => lost += 1,
@@ -202,7 +244,7 @@ impl Ledger {
         let acknowledged_writes = step.acknowledged.load(Ordering::Relaxed);
         Deliveries {
             acknowledged_writes,
-            expected: acknowledged_writes * self.received.len() as u64,
+            expected: acknowledged_writes * self.owed_subscribers(),
             delivered: step.delivered.load(Ordering::Relaxed),
             lost,
             duplicated: step.duplicated.load(Ordering::Relaxed),
@@ -257,6 +299,17 @@ mod tests {
         let deliveries = ledger.deliveries(0);
         assert_eq!(deliveries.lost, 0);
         assert_eq!(deliveries.unacknowledged_delivered, 1);
+    }
+
+    #[test]
+    fn excluded_subscriber_is_owed_nothing() {
+        let ledger = Ledger::new(2, &[1]);
+        ledger.exclude(1);
+        ledger.acknowledge(0);
+        ledger.record_event(0, &event(0));
+        let deliveries = ledger.deliveries(0);
+        assert_eq!(deliveries.expected, 1);
+        assert_eq!(deliveries.lost, 0);
     }
 
     #[test]

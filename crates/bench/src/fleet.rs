@@ -14,7 +14,7 @@ use crate::latency::{Percentiles, new_histogram};
 use crate::socketio;
 
 /// Longest one subscriber may take to connect and receive its subscribe ack.
-const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(60);
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How many end reasons the fleet keeps for the report.
 const KEPT_REASONS: usize = 5;
@@ -85,23 +85,15 @@ impl Fleet {
                 let permit = gate.acquire_owned().await.expect("gate is never closed");
                 let begun = Instant::now();
                 let names: Vec<&str> = collections.iter().map(String::as_str).collect();
-                let attempt = tokio::time::timeout(
-                    SUBSCRIBE_TIMEOUT,
-                    socketio::subscribe(&http_base, &access_token, &names),
-                )
-                .await;
+                let deadline = tokio::time::Instant::now() + SUBSCRIBE_TIMEOUT;
+                let attempt =
+                    socketio::subscribe(&http_base, &access_token, &names, deadline).await;
                 drop(permit);
                 let subscriber = match attempt {
-                    Ok(Ok(subscriber)) => subscriber,
-                    Ok(Err(err)) => {
-                        let _ = results.send(Err(err.to_string()));
-                        return;
-                    }
-                    Err(_) => {
-                        let _ = results.send(Err(format!(
-                            "no subscribe ack within {} s",
-                            SUBSCRIBE_TIMEOUT.as_secs()
-                        )));
+                    Ok(subscriber) => subscriber,
+                    Err(err) => {
+                        ledger.exclude(index);
+                        let _ = results.send(Err(format!("subscriber {index}: {err}")));
                         return;
                     }
                 };
@@ -161,15 +153,22 @@ impl Fleet {
         self.ended.lock().expect("lock is not poisoned").clone()
     }
 
-    /// Returns an error naming the first failures unless every subscriber subscribed.
-    pub fn require_all(&self) -> Result<(), String> {
-        if self.summary.failed == 0 {
-            return Ok(());
+    /// Returns an error when no subscriber subscribed, and prints a warning naming
+    /// the first failures when some did not; the ledger owes those nothing.
+    pub fn require_any(&self) -> Result<(), String> {
+        if self.summary.subscribed == 0 {
+            return Err(format!(
+                "no subscriber could subscribe; first failures: {:?}",
+                self.summary.failures
+            ));
         }
-        Err(format!(
-            "{} of {} subscribers failed to subscribe; first failures: {:?}",
-            self.summary.failed, self.summary.requested, self.summary.failures
-        ))
+        if self.summary.failed > 0 {
+            eprintln!(
+                "warning: {} of {} subscribers failed to subscribe and are left out; first failures: {:?}",
+                self.summary.failed, self.summary.requested, self.summary.failures
+            );
+        }
+        Ok(())
     }
 
     /// Drops every subscriber's connection.

@@ -16,3 +16,4 @@ pub mod rest;
 pub mod scenario;
 pub mod server;
 pub mod socketio;
+pub mod summary;

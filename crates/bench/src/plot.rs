@@ -112,7 +112,7 @@ fn render(panels: &[Panel], first: &Report) -> String {
     }
     let _ = writeln!(
         svg,
-        r#"<text x="{LEFT}" y="{}" fill="#555">nightjar-bench, {} cores ({}), {}. Hollow markers: step not sustained.</text>"#,
+        r##"<text x="{LEFT}" y="{}" fill="#555">nightjar-bench, {} cores ({}), {}. Hollow markers: step not sustained.</text>"##,
         height - 10.0,
         first.machine.cores,
         escape(&first.machine.cpu_model),

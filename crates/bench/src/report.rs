@@ -23,6 +23,22 @@ pub struct Machine {
     pub kernel: String,
 }
 
+/// Reads the 1, 5 and 15 minute load averages from /proc/loadavg.
+///
+/// Other work on the machine shows up here and skews latency, so every report
+/// records it at its start and end.
+pub fn load_average() -> [f64; 3] {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut values = text
+        .split_whitespace()
+        .map(|value| value.parse::<f64>().unwrap_or(0.0));
+    [
+        values.next().unwrap_or(0.0),
+        values.next().unwrap_or(0.0),
+        values.next().unwrap_or(0.0),
+    ]
+}
+
 /// Describes this machine from /proc.
 pub fn machine() -> Machine {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -112,10 +128,17 @@ pub struct Report {
     pub scenario: String,
     /// `nightjar` or `reference`.
     pub target: String,
+    /// Suffix of the report name, telling runs with other settings apart.
+    #[serde(default)]
+    pub label: Option<String>,
     /// When the run started, RFC 3339 UTC.
     pub date: String,
     /// The machine.
     pub machine: Machine,
+    /// Load averages (1, 5, 15 minutes) when the run started.
+    pub load_average_start: [f64; 3],
+    /// Load averages when the report was written.
+    pub load_average_end: [f64; 3],
     /// The options the scenario ran with.
     pub parameters: Value,
     /// Scenario-specific figures.
@@ -128,18 +151,26 @@ impl Report {
         Report {
             scenario: scenario.to_string(),
             target: target.to_string(),
+            label: None,
             date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             machine: machine(),
+            load_average_start: load_average(),
+            load_average_end: [0.0; 3],
             parameters,
             results: Value::Null,
         }
     }
 
-    /// Writes the report as pretty JSON to `<directory>/<scenario>-<target>.json`.
-    pub fn write(&self, directory: &Path) -> Result<PathBuf, String> {
+    /// Writes the report as pretty JSON to `<directory>/<scenario>-<target>[-<label>].json`.
+    pub fn write(&mut self, directory: &Path) -> Result<PathBuf, String> {
+        self.load_average_end = load_average();
         std::fs::create_dir_all(directory)
             .map_err(|err| format!("cannot create {}: {err}", directory.display()))?;
-        let path = directory.join(format!("{}-{}.json", self.scenario, self.target));
+        let name = match &self.label {
+            Some(label) => format!("{}-{}-{label}.json", self.scenario, self.target),
+            None => format!("{}-{}.json", self.scenario, self.target),
+        };
+        let path = directory.join(name);
         let text = serde_json::to_string_pretty(self).expect("reports serialize");
         std::fs::write(&path, text + "\n")
             .map_err(|err| format!("cannot write {}: {err}", path.display()))?;

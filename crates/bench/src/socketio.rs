@@ -12,6 +12,7 @@ use std::fmt;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
+use tokio::time::timeout_at;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
@@ -35,6 +36,8 @@ pub enum ClientError {
     Rejected(String),
     /// The server closed the socket (Engine.IO close, Socket.IO disconnect or WebSocket close).
     Closed,
+    /// A handshake step got no answer before the deadline; holds the step.
+    TimedOut(&'static str),
 }
 
 impl fmt::Display for ClientError {
@@ -45,6 +48,7 @@ impl fmt::Display for ClientError {
             ClientError::Protocol(cause) => write!(f, "unexpected packet: {cause}"),
             ClientError::Rejected(message) => write!(f, "server rejected the socket: {message}"),
             ClientError::Closed => write!(f, "server closed the socket"),
+            ClientError::TimedOut(step) => write!(f, "timed out {step}"),
         }
     }
 }
@@ -67,17 +71,23 @@ pub fn websocket_url(http_base: &str) -> String {
 
 /// Connects to the storage channel and subscribes with `access_token` to
 /// `collections`, or to all collections when it is empty.
+///
+/// Fails with `TimedOut`, naming the step, when the handshake is not complete by `deadline`.
 pub async fn subscribe(
     http_base: &str,
     access_token: &str,
     collections: &[&str],
+    deadline: tokio::time::Instant,
 ) -> Result<Subscriber, ClientError> {
+    let within = |step: &'static str| move |_| ClientError::TimedOut(step);
+
     // 1. TCP and the WebSocket upgrade, with small buffers for many sockets.
     let authority = http_base
         .trim_start_matches("http://")
         .trim_end_matches('/');
-    let tcp = TcpStream::connect(authority)
+    let tcp = timeout_at(deadline, TcpStream::connect(authority))
         .await
+        .map_err(within("connecting TCP"))?
         .map_err(|err| ClientError::Connect(format!("{authority}: {err}")))?;
     tcp.set_nodelay(true)
         .map_err(|err| ClientError::Connect(err.to_string()))?;
@@ -85,13 +95,17 @@ pub async fn subscribe(
         .read_buffer_size(4096)
         .write_buffer_size(0)
         .max_write_buffer_size(64 * 1024);
-    let (socket, _) = client_async_with_config(websocket_url(http_base), tcp, Some(config))
+    let upgrade = client_async_with_config(websocket_url(http_base), tcp, Some(config));
+    let (socket, _) = timeout_at(deadline, upgrade)
         .await
+        .map_err(within("waiting for the WebSocket upgrade"))?
         .map_err(|err| ClientError::Connect(err.to_string()))?;
     let mut subscriber = Subscriber { socket };
 
     // 2. Engine.IO open, then the namespace connect.
-    let open = subscriber.next_packet().await?;
+    let open = timeout_at(deadline, subscriber.next_packet())
+        .await
+        .map_err(within("waiting for the Engine.IO open packet"))??;
     if !open.starts_with('0') {
         return Err(ClientError::Protocol(format!(
             "expected the Engine.IO open packet, got {open:?}"
@@ -99,7 +113,9 @@ pub async fn subscribe(
     }
     subscriber.send(format!("40{NAMESPACE},")).await?;
     loop {
-        let packet = subscriber.next_packet().await?;
+        let packet = timeout_at(deadline, subscriber.next_packet())
+            .await
+            .map_err(within("waiting for the namespace connect"))??;
         if packet.starts_with(&format!("40{NAMESPACE},")) {
             break;
         }
@@ -122,7 +138,9 @@ pub async fn subscribe(
         .await?;
     let ack_prefix = format!("43{NAMESPACE},{SUBSCRIBE_ACK_ID}");
     loop {
-        let packet = subscriber.next_packet().await?;
+        let packet = timeout_at(deadline, subscriber.next_packet())
+            .await
+            .map_err(within("waiting for the subscribe ack"))??;
         if let Some(body) = packet.strip_prefix(&ack_prefix) {
             return check_subscribe_ack(body).map(|()| subscriber);
         }

@@ -2,7 +2,8 @@
 //! default) through history pages, as AndroidAPS does after being offline;
 //! measures documents per second and page latency over REST and over gRPC.
 //!
-//! Each REST page is parsed completely, as a client has to, and the next page
+//! The treatments are loaded like the query scenario's entries (see `LOAD_ENV`)
+//! and read after a restart with the defaults. Each REST page is parsed completely, as a client has to, and the next page
 //! starts after the largest `srvModified` it holds. A pass checks that it saw
 //! every document exactly once.
 
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::document::loaded_treatment;
-use crate::grpc::{GrpcClients, LoadOutcome, load, proto};
+use crate::grpc::{GrpcClients, LoadOutcome, proto};
 use crate::latency::{Percentiles, new_histogram};
 use crate::report::{Report, Window, WindowUsage};
 use crate::rest::RestClient;
@@ -67,20 +68,8 @@ pub struct PassResult {
     pub usage: WindowUsage,
 }
 
-/// Runs the catch-up scenario against `target`.
-pub async fn run(target: &mut Target, args: &CatchupArgs) -> Result<Report, String> {
-    let mut report = Report::new(
-        "catchup",
-        target.kind.name(),
-        json!({
-            "treatments": args.treatments,
-            "page": args.page,
-            "passes": args.passes,
-            "load_concurrency": args.load_concurrency,
-        }),
-    );
-
-    // 1. Load the treatments through gRPC Create.
+/// Loads the treatments through gRPC Create on `target`.
+pub async fn load(target: &Target, args: &CatchupArgs) -> Result<LoadOutcome, String> {
     let url = target.grpc.clone().ok_or("this target has no gRPC")?;
     let clients = GrpcClients::connect(&url, &target.bearer, args.load_connections).await?;
     let device = super::run_device();
@@ -88,7 +77,7 @@ pub async fn run(target: &mut Target, args: &CatchupArgs) -> Result<Report, Stri
         "catchup: loading {} treatments through gRPC Create",
         args.treatments
     );
-    let loaded: LoadOutcome = load(
+    let loaded = crate::grpc::load(
         &clients,
         COLLECTION,
         args.treatments,
@@ -106,6 +95,28 @@ pub async fn run(target: &mut Target, args: &CatchupArgs) -> Result<Report, Stri
             loaded.failed, loaded.first_error
         ));
     }
+    Ok(loaded)
+}
+
+/// Runs the resync passes against `target`, which holds the `loaded` treatments.
+pub async fn run(
+    target: &mut Target,
+    args: &CatchupArgs,
+    loaded: LoadOutcome,
+) -> Result<Report, String> {
+    let mut report = Report::new(
+        "catchup",
+        target.kind.name(),
+        json!({
+            "treatments": args.treatments,
+            "page": args.page,
+            "passes": args.passes,
+            "load_concurrency": args.load_concurrency,
+            "loaded_with": format!("{}={}", super::LOAD_ENV.0, super::LOAD_ENV.1),
+        }),
+    );
+    let url = target.grpc.clone().ok_or("this target has no gRPC")?;
+    let clients = GrpcClients::connect(&url, &target.bearer, 1).await?;
 
     // 2. Resync passes, alternating transports.
     let rest = RestClient::new(&target.http, &target.bearer, 1);

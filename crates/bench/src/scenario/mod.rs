@@ -67,7 +67,22 @@ pub struct TargetArgs {
     /// Directory for the JSON reports and the started servers' logs.
     #[arg(long, default_value = "bench/results")]
     pub out: PathBuf,
+
+    /// Environment variable for the Nightjar the bench starts, as NAME=VALUE; repeatable.
+    #[arg(long = "server-env", value_name = "NAME=VALUE")]
+    pub server_env: Vec<String>,
+
+    /// Suffix for the report name, `<scenario>-<target>-<label>.json`, to keep
+    /// runs with other settings apart.
+    #[arg(long)]
+    pub label: Option<String>,
 }
+
+/// Setting under which stores are loaded: documents the bench creates always
+/// get a server-computed identifier, so the lookup by fallback fields among
+/// documents without identifier can only miss, and skipping it keeps loading
+/// fast. The scenarios restart Nightjar with the defaults before measuring.
+pub const LOAD_ENV: (&str, &str) = ("API3_DEDUP_FALLBACK_ENABLED", "false");
 
 impl TargetArgs {
     /// Returns the `nightjar` executable to start.
@@ -90,16 +105,27 @@ impl TargetArgs {
 
     /// Starts (or attaches to) the system `kind`; `data_dir` keeps Nightjar's store
     /// in a directory of the caller's choice. The server log goes to
-    /// `<out>/<scenario>-<kind>.log`.
+    /// `<out>/<log_name>-<kind>.log`.
     pub async fn start(
         &self,
         kind: Kind,
-        scenario: &str,
+        log_name: &str,
         data_dir: Option<&Path>,
+    ) -> Result<Target, String> {
+        self.start_with(kind, log_name, data_dir, &[]).await
+    }
+
+    /// Like `start`, with extra environment variables for a started Nightjar.
+    pub async fn start_with(
+        &self,
+        kind: Kind,
+        log_name: &str,
+        data_dir: Option<&Path>,
+        extra_env: &[(&str, &str)],
     ) -> Result<Target, String> {
         std::fs::create_dir_all(&self.out)
             .map_err(|err| format!("cannot create {}: {err}", self.out.display()))?;
-        let log = self.out.join(format!("{scenario}-{}.log", kind.name()));
+        let log = self.out.join(format!("{log_name}-{}.log", kind.name()));
         match (kind, &self.url) {
             (Kind::Nightjar, Some(url)) => {
                 let attach = Attach {
@@ -111,15 +137,32 @@ impl TargetArgs {
                 Target::attach(&attach).await
             }
             (Kind::Nightjar, None) => {
+                let mut env = Vec::new();
+                for pair in &self.server_env {
+                    let (name, value) = pair
+                        .split_once('=')
+                        .ok_or_else(|| format!("--server-env {pair:?} is not NAME=VALUE"))?;
+                    env.push((name.to_string(), value.to_string()));
+                }
+                env.extend(
+                    extra_env
+                        .iter()
+                        .map(|(name, value)| (name.to_string(), value.to_string())),
+                );
                 let launch = NightjarLaunch {
                     binary: self.nightjar_binary()?,
                     data_dir: data_dir.map(Path::to_path_buf),
-                    env: Vec::new(),
+                    env,
                 };
                 Target::start_nightjar(&launch, &log).await
             }
             (Kind::Reference, _) => Target::start_reference(&self.reference_dir, &log),
         }
+    }
+
+    /// Returns whether the bench measures a running Nightjar it cannot restart.
+    pub fn attached(&self) -> bool {
+        self.url.is_some()
     }
 }
 

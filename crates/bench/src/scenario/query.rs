@@ -2,9 +2,11 @@
 //! from 2016) searched by date range with limit 100, and paged through history;
 //! measures request latency over REST (edge and core) and over gRPC (core only).
 //!
-//! The store is loaded through gRPC `Create` with many requests in flight. With
-//! `--data-dir` the loaded store is kept and reused by later runs: a file
-//! `bench-store.json` beside the data records what was loaded.
+//! The store is loaded through gRPC `Create` with many requests in flight, on a
+//! Nightjar started with `API3_DEDUP_FALLBACK_ENABLED=false` (see `LOAD_ENV`),
+//! and queried after a restart with the defaults. With `--data-dir` the loaded
+//! store is kept and reused by later runs: a file `bench-store.json` beside the
+//! data records what was loaded.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -106,19 +108,12 @@ pub fn kept_store(dir: Option<&Path>, entries: u64) -> Option<StoreManifest> {
     (manifest.entries == entries && manifest.load.failed == 0).then_some(manifest)
 }
 
-/// Loads the entries unless `manifest` says they are there already.
-async fn ensure_store(
+/// Loads the entries through `target` and records them in `dir/bench-store.json`.
+pub async fn load_store(
     target: &Target,
     args: &QueryArgs,
-    manifest: Option<StoreManifest>,
+    dir: &Path,
 ) -> Result<StoreManifest, String> {
-    if let Some(manifest) = manifest {
-        eprintln!(
-            "query: reusing the kept store of {} entries",
-            manifest.entries
-        );
-        return Ok(manifest);
-    }
     let url = target.grpc.as_deref().ok_or("this target has no gRPC")?;
     let clients = GrpcClients::connect(url, &target.bearer, args.load_connections).await?;
     let device = super::run_device();
@@ -144,26 +139,23 @@ async fn ensure_store(
             outcome.failed, outcome.first_error
         ));
     }
-
     let manifest = StoreManifest {
         entries: args.entries,
         first_modified: outcome.first_modified,
         last_modified: outcome.last_modified,
         load: outcome,
     };
-    if let Some(dir) = &args.data_dir {
-        let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
-        std::fs::write(dir.join("bench-store.json"), text)
-            .map_err(|err| format!("cannot write the store manifest: {err}"))?;
-    }
+    let text = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
+    std::fs::write(dir.join("bench-store.json"), text)
+        .map_err(|err| format!("cannot write the store manifest: {err}"))?;
     Ok(manifest)
 }
 
-/// Runs the query scenario against `target`, whose store may already be loaded.
+/// Runs the query scenario against `target`, whose store `manifest` describes.
 pub async fn run(
     target: &mut Target,
     args: &QueryArgs,
-    manifest: Option<StoreManifest>,
+    manifest: StoreManifest,
 ) -> Result<Report, String> {
     let mut report = Report::new(
         "query",
@@ -177,9 +169,9 @@ pub async fn run(
             "max_queries": args.max_queries,
             "page": PAGE,
             "history_pages_per_walk": PAGES_PER_WALK,
+            "loaded_with": format!("{}={}", super::LOAD_ENV.0, super::LOAD_ENV.1),
         }),
     );
-    let manifest = ensure_store(target, args, manifest).await?;
     let url = target.grpc.as_deref().ok_or("this target has no gRPC")?;
     let rest = RestClient::new(&target.http, &target.bearer, args.concurrency);
     let grpc = GrpcClients::connect(url, &target.bearer, 1).await?;

@@ -160,7 +160,7 @@ async fn run_variant(
             ledger.clone(),
         )
         .await;
-        fleet.require_all()?;
+        fleet.require_any()?;
         Some(fleet)
     } else {
         None
