@@ -14,7 +14,7 @@ use crate::scenario::write::{self, WriteArgs};
 use crate::scenario::{LOAD_ENV, TargetArgs, nightjar_only};
 use crate::server::Kind;
 
-/// Open files the bench asks for: 10,000 sockets on each side of loopback plus
+/// Open-file limit the bench requests: 10,000 sockets on each side of loopback plus
 /// files and pipes; servers started by the bench inherit the limit.
 const OPEN_FILE_LIMIT: u64 = 65_536;
 

@@ -44,9 +44,9 @@ pub fn markdown(results: &Path) -> Result<String, String> {
                 let latency = &step["deliveries"]["latency"];
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {:.2} | {:.2} | {:.2} | {} |",
+                    "| {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {:.2} | {:.2} | {:.2} | {} |",
                     name(report),
-                    step["rate"],
+                    number(&step["rate"]),
                     number(&step["writes"]["acknowledged_per_second"]),
                     number(&step["delivered_per_second"]),
                     number(&latency["p50_ms"]),
@@ -103,7 +103,8 @@ pub fn markdown(results: &Path) -> Result<String, String> {
         let load = &report.results["store"]["load"];
         let _ = writeln!(
             out,
-            "Store: {} entries, loaded through gRPC Create at {:.0} creates/s.\n",
+            "{}: store of {} entries, loaded through gRPC Create at {:.0} creates/s.\n",
+            name(&report),
             report.results["store"]["entries"],
             number(&load["rate"])
         );
@@ -112,7 +113,8 @@ pub fn markdown(results: &Path) -> Result<String, String> {
             let latency = &query["latency"];
             let _ = writeln!(
                 out,
-                "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} |",
+                "| {} {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} |",
+                name(&report),
                 query["kind"].as_str().unwrap_or("?"),
                 number(&query["per_second"]),
                 number(&latency["p50_ms"]),
@@ -132,7 +134,8 @@ pub fn markdown(results: &Path) -> Result<String, String> {
         for pass in report.results["passes"].as_array().into_iter().flatten() {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.2} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} |",
+                "| {} {} | {} | {} | {:.2} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} |",
+                name(&report),
                 pass["transport"].as_str().unwrap_or("?"),
                 pass["documents"],
                 pass["pages"],

@@ -3,9 +3,9 @@
 //! measures documents per second and page latency over REST and over gRPC.
 //!
 //! The treatments are loaded like the query scenario's entries (see `LOAD_ENV`)
-//! and read after a restart with the defaults. Each REST page is parsed completely, as a client has to, and the next page
-//! starts after the largest `srvModified` it holds. A pass checks that it saw
-//! every document exactly once.
+//! and read after a restart with the defaults. Each REST page is parsed
+//! completely, as a client has to, and the next page starts after the largest
+//! `srvModified` it holds. A pass checks that it saw every document exactly once.
 
 use std::collections::HashSet;
 use std::time::Instant;
@@ -22,6 +22,10 @@ use crate::server::Target;
 
 /// Collection the scenario loads and resyncs.
 const COLLECTION: &str = "treatments";
+
+/// Start of every resync: 2000-01-01T00:00:00Z in epoch milliseconds, the
+/// earliest instant APIv3 accepts as a history timestamp (it rejects 0).
+const RESYNC_START: i64 = 946_684_800_000;
 
 /// Options of the catch-up scenario.
 #[derive(Debug, Clone, clap::Args)]
@@ -98,7 +102,7 @@ pub async fn load(target: &Target, args: &CatchupArgs) -> Result<LoadOutcome, St
     Ok(loaded)
 }
 
-/// Runs the resync passes against `target`, which holds the `loaded` treatments.
+/// Runs the resync passes against `target`, which contains the `loaded` treatments.
 pub async fn run(
     target: &mut Target,
     args: &CatchupArgs,
@@ -147,7 +151,7 @@ pub async fn run(
     Ok(report)
 }
 
-/// Reads the whole collection page by page from srvModified 0.
+/// Reads the whole collection page by page from `RESYNC_START`.
 async fn resync(
     target: &Target,
     rest: &RestClient,
@@ -159,7 +163,7 @@ async fn resync(
     let started = Instant::now();
     let mut latency = new_histogram();
     let mut identifiers: HashSet<String> = HashSet::new();
-    let (mut documents, mut pages, mut after) = (0u64, 0u64, 0i64);
+    let (mut documents, mut pages, mut after) = (0u64, 0u64, RESYNC_START);
 
     loop {
         let begun = Instant::now();

@@ -36,7 +36,7 @@ const LATE_AFTER: Duration = Duration::from_millis(5);
 /// Between steps, the silence that shows the server has flushed its queues.
 const SETTLE_QUIET: Duration = Duration::from_secs(2);
 
-/// Longest wait for that silence.
+/// Maximum wait for that silence.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Largest p99 delivery latency of a sustained step.
@@ -75,7 +75,7 @@ pub struct FanoutArgs {
 pub struct OfferedWrites {
     /// Writes sent.
     pub sent: u64,
-    /// Writes answered 200 or 201.
+    /// Writes acknowledged with 200 or 201.
     pub acknowledged: u64,
     /// Writes answered otherwise, or not answered.
     pub failed: u64,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::server::{Attach, Kind, NightjarLaunch, Target};
 
-/// Which systems a scenario measures.
+/// Systems a scenario measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TargetChoice {
     /// Nightjar only.

@@ -40,7 +40,7 @@ pub struct QueryArgs {
     #[arg(long, default_value_t = 1_000_000)]
     pub entries: u64,
 
-    /// Keep the store in this directory and reuse it when it already holds `--entries`.
+    /// Keep the store in this directory and reuse it when it already contains `--entries`.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
 
@@ -65,7 +65,7 @@ pub struct QueryArgs {
     pub max_queries: u64,
 }
 
-/// What `bench-store.json` records about a kept store.
+/// Contents of `bench-store.json`, the record of a kept store.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoreManifest {
     /// Entries loaded.
@@ -73,16 +73,16 @@ pub struct StoreManifest {
     /// srvModified of the first and the last loaded entry.
     pub first_modified: i64,
     pub last_modified: i64,
-    /// How the load went.
+    /// Outcome of the load.
     pub load: LoadOutcome,
 }
 
 /// Latency of one kind of query.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueryResult {
-    /// What was asked, such as `rest date range`.
+    /// Kind of query, such as `rest date range`.
     pub kind: String,
-    /// Requests answered with the expected documents.
+    /// Requests that returned the expected documents.
     pub ok: u64,
     /// Requests that failed or returned an unexpected number of documents.
     pub failed: u64,
@@ -101,7 +101,7 @@ pub fn nightjar_data(dir: &Path) -> PathBuf {
     dir.join("nightjar-data")
 }
 
-/// Reads the manifest of a kept store, when it holds `entries` entries.
+/// Reads the manifest of a kept store, when it contains `entries` entries.
 pub fn kept_store(dir: Option<&Path>, entries: u64) -> Option<StoreManifest> {
     let text = std::fs::read_to_string(dir?.join("bench-store.json")).ok()?;
     let manifest: StoreManifest = serde_json::from_str(&text).ok()?;
@@ -312,7 +312,7 @@ impl ClientState {
     ) -> Result<(), String> {
         match kind {
             QueryKind::RestDateRange | QueryKind::GrpcDateRange => {
-                // A one-day window holds 288 entries, so a search of 100 is always full.
+                // A one-day window contains 288 entries, so a search of 100 is always full.
                 let last_start = manifest.entries.saturating_sub(300).max(1);
                 let first = rand::rng().random_range(0..last_start);
                 let from = entry_date(first);
