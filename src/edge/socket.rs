@@ -215,7 +215,7 @@ const REPLAY_PATIENCE: Duration = Duration::from_secs(10);
 async fn send_with_patience(
     socket: &SocketRef,
     event: &str,
-    payload: &Value,
+    payload: &serde_json::value::RawValue,
 ) -> Result<(), SendError> {
     let deadline = tokio::time::Instant::now() + REPLAY_PATIENCE;
     loop {

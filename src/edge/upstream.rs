@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::value::RawValue;
 use socketioxide::extract::SocketRef;
 use socketioxide::{SendError, SocketError, SocketIo};
 use tokio::sync::Mutex;
@@ -174,26 +174,53 @@ fn extract_ready(pending: &mut Vec<PendingJoin>, position: i64) -> Vec<PendingJo
     ready
 }
 
-/// Returns the Socket.IO event name and payload for a change; `None` for checkpoints.
-pub fn event_of(change: &Change) -> Option<(&'static str, Value)> {
-    match change.operation() {
+/// Payload of `create` and `update`: the document is copied from core's JSON
+/// bytes as they are, never parsed.
+#[derive(serde::Serialize)]
+struct DocumentEvent<'a> {
+    #[serde(rename = "colName")]
+    collection: &'a str,
+    doc: &'a RawValue,
+    cursor: &'a str,
+}
+
+/// Payload of `delete`.
+#[derive(serde::Serialize)]
+struct DeleteEvent<'a> {
+    #[serde(rename = "colName")]
+    collection: &'a str,
+    identifier: &'a str,
+    cursor: &'a str,
+}
+
+/// Returns the Socket.IO event name and serialized payload for a change; `None`
+/// for checkpoints and for a document that is not valid JSON (logged).
+pub fn event_of(change: &Change) -> Option<(&'static str, Box<RawValue>)> {
+    let serialized = match change.operation() {
         Operation::Create | Operation::Update => {
-            let document: Value = serde_json::from_slice(&change.document).unwrap_or(Value::Null);
-            let event = if change.operation() == Operation::Create {
-                "create"
-            } else {
-                "update"
+            let event = if change.operation() == Operation::Create { "create" } else { "update" };
+            let document: &RawValue = match serde_json::from_slice(&change.document) {
+                Ok(document) => document,
+                Err(err) => {
+                    warn!(collection = change.collection, cursor = change.cursor, cause = %err, "change carries a malformed document; not sent");
+                    return None;
+                }
             };
-            Some((
-                event,
-                json!({ "colName": change.collection, "doc": document, "cursor": change.cursor }),
-            ))
+            let payload = DocumentEvent { collection: &change.collection, doc: document, cursor: &change.cursor };
+            (event, serde_json::value::to_raw_value(&payload))
         }
-        Operation::Delete => Some((
-            "delete",
-            json!({ "colName": change.collection, "identifier": change.identifier, "cursor": change.cursor }),
-        )),
-        Operation::Checkpoint | Operation::Unspecified => None,
+        Operation::Delete => {
+            let payload = DeleteEvent { collection: &change.collection, identifier: &change.identifier, cursor: &change.cursor };
+            ("delete", serde_json::value::to_raw_value(&payload))
+        }
+        Operation::Checkpoint | Operation::Unspecified => return None,
+    };
+    match serialized {
+        (event, Ok(payload)) => Some((event, payload)),
+        (_, Err(err)) => {
+            warn!(collection = change.collection, cursor = change.cursor, cause = %err, "event cannot be serialized");
+            None
+        }
     }
 }
 
@@ -228,13 +255,6 @@ async fn emit(io: &SocketIo, change: &Change) {
     };
     let Some(namespace) = io.of(NAMESPACE) else {
         return;
-    };
-    let payload = match serde_json::value::to_raw_value(&payload) {
-        Ok(raw) => raw,
-        Err(err) => {
-            warn!(collection = change.collection, cursor = change.cursor, cause = %err, "event cannot be serialized");
-            return;
-        }
     };
     for socket in namespace.to(change.collection.clone()).sockets() {
         match socket.emit(event, &payload) {

@@ -99,19 +99,24 @@ fn push_source(sql: &mut Sql, source: &Source) {
     }
 }
 
-/// Appends one filter as a condition that is always 0 or 1, never NULL.
+/// Appends one filter as a condition: true, or false or NULL for no match.
 fn push_filter(sql: &mut Sql, filter: &Filter) {
     let source = source_of(&filter.field);
     match (&filter.op, &filter.value) {
         (FilterOp::Re, FilterValue::Pattern(pattern)) => push_regexp(sql, &source, pattern),
         (FilterOp::In, FilterValue::List(values)) => push_any_equal(sql, &source, values),
+        // A comparison is NULL when the field is missing; only under NOT does that
+        // matter (a missing field is "not equal"), so only there is it coalesced,
+        // because COALESCE around a column comparison keeps SQLite off its index.
         (FilterOp::Nin, FilterValue::List(values)) => {
-            sql.text.push_str("NOT ");
+            sql.text.push_str("NOT COALESCE(");
             push_any_equal(sql, &source, values);
+            sql.text.push_str(", 0)");
         }
         (FilterOp::Ne, FilterValue::Single(value)) => {
-            sql.text.push_str("NOT ");
+            sql.text.push_str("NOT COALESCE(");
             push_comparison(sql, &source, "=", value);
+            sql.text.push_str(", 0)");
         }
         (op, FilterValue::Single(value)) => push_comparison(sql, &source, operator(op), value),
         // A list or pattern with another operator cannot come out of the parser;
@@ -183,11 +188,11 @@ fn push_comparison(sql: &mut Sql, source: &Source, op: &str, value: &Value) {
 
     match (source, bound) {
         (Source::NumberColumn(column), Some(("number", v))) => {
-            sql.text.push_str(&format!("COALESCE({column} {op} ?, 0)"));
+            sql.text.push_str(&format!("{column} {op} ?"));
             sql.params.push(v);
         }
         (Source::TextColumn(column), Some(("text", v))) => {
-            sql.text.push_str(&format!("COALESCE({column} {op} ?, 0)"));
+            sql.text.push_str(&format!("{column} {op} ?"));
             sql.params.push(v);
         }
         (Source::NumberColumn(column) | Source::TextColumn(column), Some(_)) => {
@@ -214,7 +219,7 @@ fn push_comparison(sql: &mut Sql, source: &Source, op: &str, value: &Value) {
                 "json_extract(body, ?)"
             };
             sql.text.push_str(&format!(
-                "COALESCE(json_type(body, ?) IN {types} AND {read} {op} ?, 0)"
+                "(json_type(body, ?) IN {types} AND {read} {op} ?)"
             ));
             sql.params.push(SqlValue::Text(path.clone()));
             sql.params.push(SqlValue::Text(path.clone()));

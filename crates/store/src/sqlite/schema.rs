@@ -19,9 +19,12 @@ CREATE TABLE IF NOT EXISTS documents (
     body           TEXT    NOT NULL,
     PRIMARY KEY (collection, key)
 );
-CREATE INDEX IF NOT EXISTS documents_date ON documents (collection, date);
-CREATE INDEX IF NOT EXISTS documents_srv_modified ON documents (collection, srv_modified);
-CREATE INDEX IF NOT EXISTS documents_created_at ON documents (collection, created_at);
+DROP INDEX IF EXISTS documents_date;
+DROP INDEX IF EXISTS documents_srv_modified;
+DROP INDEX IF EXISTS documents_created_at;
+CREATE INDEX IF NOT EXISTS documents_date_key ON documents (collection, date, key);
+CREATE INDEX IF NOT EXISTS documents_srv_modified_key ON documents (collection, srv_modified, key);
+CREATE INDEX IF NOT EXISTS documents_created_at_key ON documents (collection, created_at, key);
 CREATE INDEX IF NOT EXISTS documents_without_identifier ON documents (collection) WHERE has_identifier = 0;
 
 CREATE TABLE IF NOT EXISTS changes (
