@@ -485,10 +485,10 @@ fn savepoint<T>(
     transaction: &Transaction<'_>,
     work: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    transaction.execute_batch("SAVEPOINT job")?;
+    transaction.prepare_cached("SAVEPOINT job")?.execute([])?;
     match work(transaction) {
         Ok(value) => {
-            transaction.execute_batch("RELEASE job")?;
+            transaction.prepare_cached("RELEASE job")?.execute([])?;
             Ok(value)
         }
         Err(err) => {
@@ -537,47 +537,36 @@ fn apply(
     action: WriteAction,
     srv_modified: i64,
 ) -> Result<(), StoreError> {
+    const DELETE: &str = "DELETE FROM documents WHERE collection = ? AND key = ?";
     let (operation, key, body) = match action {
         WriteAction::Nothing => return Ok(()),
         WriteAction::Insert(body) => {
             let key = identifier_of(&body)?;
-            insert_row(transaction, collection, &key, &body)?;
-            (Operation::Create, key, Some(body))
+            let text = insert_row(transaction, collection, &key, body)?;
+            (Operation::Create, key, Some(text))
         }
         WriteAction::Replace { body, operation } => {
             let key = identifier_of(&body)?;
             if let Some(old) = old_key {
-                transaction.execute(
-                    "DELETE FROM documents WHERE collection = ? AND key = ?",
-                    params![collection, old],
-                )?;
+                transaction.prepare_cached(DELETE)?.execute(params![collection, old])?;
             }
-            insert_row(transaction, collection, &key, &body)?;
-            let body = (operation != Operation::Delete).then_some(body);
+            let text = insert_row(transaction, collection, &key, body)?;
+            let body = (operation != Operation::Delete).then_some(text);
             (operation, key, body)
         }
         WriteAction::Remove => {
             let key = old_key
                 .ok_or_else(|| StoreError::Corrupt("remove without a found document".into()))?;
-            transaction.execute(
-                "DELETE FROM documents WHERE collection = ? AND key = ?",
-                params![collection, key],
-            )?;
+            transaction.prepare_cached(DELETE)?.execute(params![collection, key])?;
             (Operation::Delete, key.to_string(), None)
         }
     };
 
-    transaction.execute(
-        "INSERT INTO changes (collection, operation, key, body, srv_modified, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
-        params![
-            collection,
-            operation.code(),
-            key,
-            body.map(|b| Value::Object(b).to_string()),
-            srv_modified,
-            now_ms()
-        ],
-    )?;
+    transaction
+        .prepare_cached(
+            "INSERT INTO changes (collection, operation, key, body, srv_modified, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )?
+        .execute(params![collection, operation.code(), key, body, srv_modified, now_ms()])?;
     Ok(())
 }
 
@@ -590,32 +579,27 @@ fn identifier_of(body: &Map<String, Value>) -> Result<String, StoreError> {
     }
 }
 
+/// Inserts a document row and returns its body as stored JSON text.
 fn insert_row(
     transaction: &Transaction<'_>,
     collection: &str,
     key: &str,
-    body: &Map<String, Value>,
-) -> Result<(), StoreError> {
+    body: Map<String, Value>,
+) -> Result<String, StoreError> {
     let date = body.get("date").and_then(Value::as_i64);
     let srv_modified = body.get("srvModified").and_then(Value::as_i64).unwrap_or(0);
     let created_at = body.get("created_at").and_then(Value::as_str);
     let is_valid = body.get("isValid") != Some(&Value::Bool(false));
     let has_identifier = body.contains_key("identifier");
-    transaction.execute(
-        "INSERT INTO documents (collection, key, has_identifier, date, srv_modified, created_at, is_valid, body) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        params![
-            collection,
-            key,
-            has_identifier,
-            date,
-            srv_modified,
-            created_at,
-            is_valid,
-            Value::Object(body.clone()).to_string()
-        ],
-    )?;
-    Ok(())
+    let created_at = created_at.map(str::to_string);
+    let text = Value::Object(body).to_string();
+    transaction
+        .prepare_cached(
+            "INSERT INTO documents (collection, key, has_identifier, date, srv_modified, created_at, is_valid, body) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )?
+        .execute(params![collection, key, has_identifier, date, srv_modified, created_at, is_valid, text])?;
+    Ok(text)
 }
 
 /// Finds the document a lookup addresses: by key first, then by fallback fields
