@@ -16,7 +16,7 @@ use nightjar_auth::ApiSecret;
 use socketioxide::SocketIo;
 use tonic::transport::{Channel, Endpoint};
 use tower_http::cors::CorsLayer;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::EdgeConfig;
 use crate::metrics::METRICS;
@@ -170,6 +170,13 @@ pub async fn run(config: EdgeConfig, core_url: String, secret: ApiSecret) -> Res
     );
     info!("listening on http://{local}");
 
+    // Nagle's algorithm would hold small replies and events for the peer's delayed
+    // ACK (about 40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            debug!(cause = %err, "cannot disable Nagle's algorithm on a connection");
+        }
+    });
     let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -36,7 +36,11 @@ const UNAVAILABLE: &str = "Storage service unavailable";
 /// exists and does nothing.
 pub fn register(io: &SocketIo) {
     io.ns("/", async |_socket: SocketRef| {});
-    io.ns(NAMESPACE, async |socket: SocketRef| {
+    // The handlers are registered in the closure's synchronous body: socketioxide
+    // calls it right after sending CONNECT, but only spawns the future it returns,
+    // so registering inside an async block would race a client that emits
+    // `subscribe` as soon as it is connected.
+    io.ns(NAMESPACE, |socket: SocketRef| {
         debug!(socket = %socket.id, "storage socket connected");
         METRICS.sockets_connected.inc();
         socket.on("subscribe", subscribe);
@@ -44,6 +48,7 @@ pub fn register(io: &SocketIo) {
             METRICS.sockets_connected.dec();
             edge.subscriptions.remove(socket.id);
         });
+        async {}
     });
 }
 
