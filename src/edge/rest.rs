@@ -144,6 +144,27 @@ fn collection_or_404(name: &str) -> Result<(), Response> {
     }
 }
 
+/// Builds a 200 reply from core's JSON (a document or an array of them): JSON
+/// replies wrap the bytes as they are, CSV and XML parse them to render.
+fn raw_or_rendered(format: OutputFormat, json: Vec<u8>) -> Response {
+    if format != OutputFormat::Json {
+        return match parse_json_array(&json) {
+            Ok(result) => document_reply(format, 200, result),
+            Err(response) => response,
+        };
+    }
+    let mut body = Vec::with_capacity(json.len() + 24);
+    body.extend_from_slice(b"{\"status\":200,\"result\":");
+    body.extend_from_slice(&json);
+    body.push(b'}');
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
 /// Parses the JSON array core returned; a failure is a 500, never an empty result.
 fn parse_json_array(bytes: &[u8]) -> Result<Value, Response> {
     serde_json::from_slice(bytes).map_err(|err| {
@@ -376,12 +397,8 @@ async fn read(
                     http_date(reply.last_modified),
                 );
             }
-            let document = match parse_json_array(&reply.document) {
-                Ok(document) => document,
-                Err(response) => return response,
-            };
             with_header(
-                document_reply(format, 200, document),
+                raw_or_rendered(format, reply.document),
                 header::LAST_MODIFIED,
                 http_date(reply.last_modified),
             )
@@ -538,10 +555,7 @@ async fn search(
     };
     let request = to_core(message, &headers, query_value(&pairs, "token"), peer);
     match edge.storage.clone().search(request).await {
-        Ok(reply) => match parse_json_array(&reply.into_inner().documents) {
-            Ok(documents) => document_reply(format, 200, documents),
-            Err(response) => response,
-        },
+        Ok(reply) => raw_or_rendered(format, reply.into_inner().documents),
         Err(status) => status_reply(&status),
     }
 }
@@ -665,11 +679,7 @@ async fn history_reply(
     match edge.storage.clone().history(request).await {
         Ok(reply) => {
             let reply = reply.into_inner();
-            let documents = match parse_json_array(&reply.documents) {
-                Ok(documents) => documents,
-                Err(response) => return response,
-            };
-            let mut response = document_reply(format, 200, documents);
+            let mut response = raw_or_rendered(format, reply.documents);
             if reply.max_last_modified > 0 {
                 response = with_header(
                     response,
