@@ -52,6 +52,7 @@ install_python_packages() {
 install_chromium
 install_node_modules tests/js
 install_node_modules examples
+install_node_modules bench/reference
 install_python_packages
 
 log "cargo test --workspace $*"
