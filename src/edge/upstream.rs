@@ -225,21 +225,17 @@ pub fn event_of(change: &Change) -> Option<(&'static str, Box<RawValue>)> {
 }
 
 /// Removes a socket whose buffer is full from every room at once, so nothing after
-/// the event it missed is queued, then disconnects it. Disconnecting sends a packet,
-/// which fails while the buffer is still full, so it is retried for a while; the
-/// Engine.IO heartbeat closes the transport in the end if the client never reads.
+/// the event it missed is queued, then disconnects it. Disconnecting sends a
+/// packet, which fails while the buffer is still full, so it is retried until the
+/// client reads again or its transport closes; the client then resumes from the
+/// last cursor it received.
 fn disconnect_slow(socket: SocketRef) {
     socket.leave_all();
     tokio::spawn(async move {
-        for _ in 0..100 {
-            match socket.clone().disconnect() {
-                Err(SocketError::InternalChannelFull) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
-                }
-                _ => return,
-            }
+        while let Err(SocketError::InternalChannelFull) = socket.clone().disconnect() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        debug!(socket = %socket.id, "slow socket still full after 10 s; leaving it to the heartbeat");
+        debug!(socket = %socket.id, "slow socket disconnected");
     });
 }
 
