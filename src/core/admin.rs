@@ -190,7 +190,7 @@ impl Admin for AdminService {
         &self,
         request: Request<ListRolesRequest>,
     ) -> Result<Response<ListRolesResponse>, Status> {
-        self.check(request.metadata(), "admin:api:roles:read")
+        self.check(request.metadata(), "admin:api:roles:list")
             .await?;
         let directory = self.core.auth.directory();
         let roles = directory
@@ -333,5 +333,32 @@ impl Admin for AdminService {
             iat: issued.iat as i64,
             exp: issued.exp as i64,
         }))
+    }
+
+    async fn check_permission(
+        &self,
+        request: Request<CheckPermissionRequest>,
+    ) -> Result<Response<CheckPermissionResponse>, Status> {
+        let caller = self
+            .core
+            .auth
+            .authenticate(request.metadata())
+            .await
+            .map_err(|err| proto::status_from_api_error(&err))?;
+        let permission = &request.get_ref().permission;
+        // Checked directly, not through `require`, so client-chosen text does not
+        // grow the list of seen permissions.
+        if !caller.can(permission) {
+            return Err(proto::status_from_api_error(&ApiError::missing_permission(permission)));
+        }
+        Ok(Response::new(CheckPermissionResponse { check: true }))
+    }
+
+    async fn list_seen_permissions(
+        &self,
+        request: Request<ListSeenPermissionsRequest>,
+    ) -> Result<Response<ListSeenPermissionsResponse>, Status> {
+        self.check(request.metadata(), "admin:api:permissions:read").await?;
+        Ok(Response::new(ListSeenPermissionsResponse { permissions: super::auth::seen_permissions() }))
     }
 }

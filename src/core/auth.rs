@@ -274,8 +274,26 @@ fn looks_like_jwt(credential: &str) -> bool {
     credential.split('.').count() == 3
 }
 
+/// Permissions checked since start, for `/api/v2/authorization/permissions`.
+static SEEN_PERMISSIONS: std::sync::LazyLock<std::sync::Mutex<std::collections::BTreeSet<String>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Returns the permissions checked since start, sorted.
+pub fn seen_permissions() -> Vec<String> {
+    SEEN_PERMISSIONS.lock().unwrap().iter().cloned().collect()
+}
+
 /// Fails with 403 `Missing permission <permission>` unless the principal has it.
+///
+/// Only permissions that code asks for pass through here, so the set of seen
+/// permissions stays bounded.
 pub fn require(principal: &Principal, permission: &str) -> Result<(), ApiError> {
+    {
+        let mut seen = SEEN_PERMISSIONS.lock().unwrap();
+        if !seen.contains(permission) {
+            seen.insert(permission.to_string());
+        }
+    }
     if principal.can(permission) {
         Ok(())
     } else {

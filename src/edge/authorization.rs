@@ -53,6 +53,8 @@ pub fn routes() -> Router<Arc<Edge>> {
             get(list_roles).post(save_role).put(save_role),
         )
         .route("/api/v2/authorization/roles/{id}", delete(delete_role))
+        .route("/api/v2/authorization/permissions", get(list_seen_permissions))
+        .route("/api/v2/authorization/debug/check/{permission}", get(check_permission))
 }
 
 /// Wraps `message` for an admin call: the caller's credential plus `api-secret`.
@@ -292,4 +294,28 @@ async fn delete_role(
 fn plain_json(value: Value) -> Response {
     use axum::response::IntoResponse;
     axum::Json(value).into_response()
+}
+
+/// `GET /debug/check/{permission}`: `{check: true}` when the caller's credential
+/// grants the permission, 401 otherwise.
+async fn check_permission(
+    State(edge): Shared,
+    Path(permission): Path<String>,
+    headers: HeaderMap,
+    ConnectInfo(peer): Peer,
+) -> Response {
+    let request = admin_request(CheckPermissionRequest { permission }, &headers, peer);
+    match edge.admin.clone().check_permission(request).await {
+        Ok(_) => plain_json(json!({ "check": true })),
+        Err(status) => admin_failure(&status),
+    }
+}
+
+/// `GET /permissions`: the permissions checked since core started.
+async fn list_seen_permissions(State(edge): Shared, headers: HeaderMap, ConnectInfo(peer): Peer) -> Response {
+    let request = admin_request(ListSeenPermissionsRequest {}, &headers, peer);
+    match edge.admin.clone().list_seen_permissions(request).await {
+        Ok(reply) => plain_json(json!(reply.into_inner().permissions)),
+        Err(status) => admin_failure(&status),
+    }
 }
