@@ -145,7 +145,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             secret,
         } => {
             let secret = secret::load_existing(secret.api_secret, &secret.data_dir)?;
-            edge::run(edge, client.core_url, secret).await
+            edge::run(edge, client.core_url, client.core_ca, secret).await
         }
         Command::Subject {
             action,
@@ -153,7 +153,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             secret,
         } => {
             let secret = secret::load_existing(secret.api_secret, &secret.data_dir)?;
-            subject(action, &client.core_url, &secret).await
+            subject(action, &client, &secret).await
         }
         Command::Role {
             action,
@@ -161,7 +161,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             secret,
         } => {
             let secret = secret::load_existing(secret.api_secret, &secret.data_dir)?;
-            role(action, &client.core_url, &secret).await
+            role(action, &client, &secret).await
         }
     }
 }
@@ -169,9 +169,17 @@ pub async fn run(cli: Cli) -> Result<(), String> {
 /// Runs core and edge in one process; the edge reaches core over loopback gRPC.
 async fn serve(core_config: CoreConfig, edge_config: EdgeConfig) -> Result<(), String> {
     let secret = secret::load_or_create(&core_config.data_dir)?;
+    let core_certificate = core_config.grpc_tls_cert.clone();
     let running = core::start(core_config, secret.secret.clone()).await?;
-    let core_url = format!("http://{}", running.address);
-    let edge = tokio::spawn(edge::run(edge_config, core_url, secret.secret.clone()));
+    let core_url = match core_certificate {
+        Some(certificate) => {
+            // The edge verifies core against core's own certificate unless told otherwise.
+            (format!("https://{}", running.address), Some(certificate))
+        }
+        None => (format!("http://{}", running.address), None),
+    };
+    let (core_url, core_ca) = core_url;
+    let edge = tokio::spawn(edge::run(edge_config, core_url, core_ca, secret.secret.clone()));
     greet_first_start(&running, &secret).await;
 
     tokio::select! {
@@ -191,10 +199,15 @@ async fn greet_first_start(running: &core::Running, secret: &secret::LoadedSecre
     }
 }
 
-async fn admin_client(core_url: &str) -> Result<AdminClient<tonic::transport::Channel>, String> {
-    AdminClient::connect(core_url.to_string())
-        .await
-        .map_err(|err| format!("cannot connect to core at {core_url}: {err}; is `nightjar serve` or `nightjar core` running?"))
+async fn admin_client(core: &CoreClientConfig) -> Result<AdminClient<tonic::transport::Channel>, String> {
+    let endpoint = edge::core_endpoint(&core.core_url, core.core_ca.as_deref())?;
+    let channel = endpoint.connect().await.map_err(|err| {
+        format!(
+            "cannot connect to core at {}: {err}; is `nightjar serve` or `nightjar core` running?",
+            core.core_url
+        )
+    })?;
+    Ok(AdminClient::new(channel))
 }
 
 fn with_secret<T>(message: T, secret: &nightjar_auth::ApiSecret) -> tonic::Request<T> {
@@ -207,10 +220,10 @@ fn with_secret<T>(message: T, secret: &nightjar_auth::ApiSecret) -> tonic::Reque
 
 async fn subject(
     action: SubjectAction,
-    core_url: &str,
+    core: &CoreClientConfig,
     secret: &nightjar_auth::ApiSecret,
 ) -> Result<(), String> {
-    let mut client = admin_client(core_url).await?;
+    let mut client = admin_client(core).await?;
     match action {
         SubjectAction::Add { name, roles, notes } => {
             let subject = Subject {
@@ -277,10 +290,10 @@ async fn subject(
 
 async fn role(
     action: RoleAction,
-    core_url: &str,
+    core: &CoreClientConfig,
     secret: &nightjar_auth::ApiSecret,
 ) -> Result<(), String> {
-    let mut client = admin_client(core_url).await?;
+    let mut client = admin_client(core).await?;
     match action {
         RoleAction::Add {
             name,

@@ -52,6 +52,14 @@ pub struct CoreConfig {
     #[arg(long, env = "NIGHTJAR_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// PEM certificate chain that turns on TLS for the gRPC listener (with `--grpc-tls-key`).
+    #[arg(long, env = "NIGHTJAR_GRPC_TLS_CERT", requires = "grpc_tls_key")]
+    pub grpc_tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--grpc-tls-cert`.
+    #[arg(long, env = "NIGHTJAR_GRPC_TLS_KEY", requires = "grpc_tls_cert")]
+    pub grpc_tls_key: Option<PathBuf>,
+
     /// How long change records are kept for resuming watchers, in seconds.
     #[arg(long, env = "NIGHTJAR_CHANGE_RETENTION", default_value_t = 7 * 24 * 3600)]
     pub change_retention: u64,
@@ -97,6 +105,15 @@ pub struct EdgeConfig {
     #[arg(long, env = "NIGHTJAR_MAX_BODY_BYTES", default_value_t = 50 * 1024 * 1024,
           value_parser = positive_size)]
     pub max_body_bytes: usize,
+
+    /// PEM certificate chain that turns on HTTPS for the edge listener (with `--tls-key`).
+    #[arg(long, env = "NIGHTJAR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "NIGHTJAR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
 }
 
 /// Address of core for its clients (the edge, the CLI).
@@ -110,6 +127,11 @@ pub struct CoreClientConfig {
         global = true
     )]
     pub core_url: String,
+
+    /// PEM CA certificate that core's certificate must chain to, when the core URL
+    /// is https://.
+    #[arg(long, env = "NIGHTJAR_CORE_CA", global = true)]
+    pub core_ca: Option<PathBuf>,
 }
 
 /// Parses a byte count of at least 1.
@@ -140,4 +162,9 @@ pub const ENVIRONMENT_SETTINGS: &[(&str, &str)] = &[
     ("NIGHTJAR_JWT_LIFETIME", "--jwt-lifetime"),
     ("NIGHTJAR_MAX_BODY_BYTES", "--max-body-bytes"),
     ("NIGHTJAR_LOG_FORMAT", "--log-format"),
+    ("NIGHTJAR_GRPC_TLS_CERT", "--grpc-tls-cert"),
+    ("NIGHTJAR_GRPC_TLS_KEY", "--grpc-tls-key"),
+    ("NIGHTJAR_TLS_CERT", "--tls-cert"),
+    ("NIGHTJAR_TLS_KEY", "--tls-key"),
+    ("NIGHTJAR_CORE_CA", "--core-ca"),
 ];

@@ -167,7 +167,18 @@ pub async fn start(config: CoreConfig, secret: ApiSecret) -> Result<Running, Str
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|err| format!("cannot build gRPC reflection: {err}"))?;
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    let scheme = match (&config.grpc_tls_cert, &config.grpc_tls_key) {
+        (Some(certificate), Some(key)) => {
+            let identity = tonic::transport::Identity::from_pem(read_pem(certificate, "NIGHTJAR_GRPC_TLS_CERT")?, read_pem(key, "NIGHTJAR_GRPC_TLS_KEY")?);
+            builder = builder
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .map_err(|err| format!("invalid TLS certificate or key for the gRPC listener: {err}"))?;
+            "grpcs"
+        }
+        _ => "grpc",
+    };
+    let server = builder
         .layer(metrics_layer::MetricsLayer)
         .add_service(health)
         .add_service(reflection)
@@ -201,7 +212,7 @@ pub async fn start(config: CoreConfig, secret: ApiSecret) -> Result<Running, Str
         engine_version = core.store().engine_version(),
         "core started"
     );
-    info!("listening on grpc://{address}");
+    info!("listening on {scheme}://{address}");
     Ok(Running {
         address,
         core,
@@ -297,6 +308,11 @@ async fn prune_changes(
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// Reads a PEM file named by the setting `setting`.
+pub fn read_pem(path: &std::path::Path, setting: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|err| format!("cannot read {} ({setting}): {err}", path.display()))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

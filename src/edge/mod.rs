@@ -117,14 +117,36 @@ async fn count_and_run(
     response
 }
 
-/// Runs the edge until SIGTERM or Ctrl-C.
-pub async fn run(config: EdgeConfig, core_url: String, secret: ApiSecret) -> Result<(), String> {
-    // 1. A lazily connected channel to core: the edge starts even while core is down.
-    let channel = Endpoint::from_shared(core_url.clone())
+/// Builds the gRPC endpoint of core at `core_url`, verifying an https:// core
+/// against the CA certificate in `core_ca`.
+pub fn core_endpoint(core_url: &str, core_ca: Option<&std::path::Path>) -> Result<Endpoint, String> {
+    let mut endpoint = Endpoint::from_shared(core_url.to_string())
         .map_err(|err| format!("invalid NIGHTJAR_CORE_URL {core_url:?}: {err}"))?
         .connect_timeout(std::time::Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .connect_lazy();
+        .tcp_nodelay(true);
+    if core_url.starts_with("https://") {
+        let Some(ca) = core_ca else {
+            return Err(format!(
+                "NIGHTJAR_CORE_URL {core_url:?} uses https, so NIGHTJAR_CORE_CA must name the CA certificate that core's certificate chains to"
+            ));
+        };
+        let certificate = tonic::transport::Certificate::from_pem(crate::core::read_pem(ca, "NIGHTJAR_CORE_CA")?);
+        endpoint = endpoint
+            .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(certificate))
+            .map_err(|err| format!("invalid TLS settings for core: {err}"))?;
+    }
+    Ok(endpoint)
+}
+
+/// Runs the edge until SIGTERM or Ctrl-C.
+pub async fn run(
+    config: EdgeConfig,
+    core_url: String,
+    core_ca: Option<std::path::PathBuf>,
+    secret: ApiSecret,
+) -> Result<(), String> {
+    // 1. A lazily connected channel to core: the edge starts even while core is down.
+    let channel = core_endpoint(&core_url, core_ca.as_deref())?.connect_lazy();
     let edge = Arc::new(Edge {
         storage: StorageClient::new(channel.clone()).max_decoding_message_size(256 * 1024 * 1024),
         admin: AdminClient::new(channel),
@@ -168,6 +190,42 @@ pub async fn run(config: EdgeConfig, core_url: String, secret: ApiSecret) -> Res
         version = env!("CARGO_PKG_VERSION"),
         "edge started"
     );
+    let shutdown = async move {
+        crate::core::wait_for_signal().await;
+        // Tell Socket.IO clients to reconnect (to another edge, or after a restart)
+        // instead of waiting for a timeout.
+        info!("shutting down edge; disconnecting sockets");
+        if let Err(err) = io.disconnect().await {
+            warn!(cause = %err, "disconnecting sockets at shutdown failed");
+        }
+    };
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+
+    if let (Some(certificate), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+            crate::core::read_pem(certificate, "NIGHTJAR_TLS_CERT")?,
+            crate::core::read_pem(key, "NIGHTJAR_TLS_KEY")?,
+        )
+        .await
+        .map_err(|err| format!("invalid TLS certificate or key for the edge listener: {err}"))?;
+        let listener = listener.into_std().map_err(|err| err.to_string())?;
+        let handle = axum_server::Handle::new();
+        let stopper = handle.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stopper.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+        });
+        info!("listening on https://{local}");
+        let served = axum_server::from_tcp_rustls(listener, tls)
+            .map_err(|err| err.to_string())?
+            .handle(handle)
+            .serve(service)
+            .await;
+        upstream.abort();
+        grants.abort();
+        info!("edge stopped");
+        return served.map_err(|err| format!("HTTPS server failed: {err}"));
+    }
     info!("listening on http://{local}");
 
     // Nagle's algorithm would hold small replies and events for the peer's delayed
@@ -177,20 +235,9 @@ pub async fn run(config: EdgeConfig, core_url: String, secret: ApiSecret) -> Res
             debug!(cause = %err, "cannot disable Nagle's algorithm on a connection");
         }
     });
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        crate::core::wait_for_signal().await;
-        // Tell Socket.IO clients to reconnect (to another edge, or after a restart)
-        // instead of waiting for a timeout.
-        info!("shutting down edge; disconnecting sockets");
-        if let Err(err) = io.disconnect().await {
-            warn!(cause = %err, "disconnecting sockets at shutdown failed");
-        }
-    })
-    .await;
+    let served = axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown)
+        .await;
     upstream.abort();
     grants.abort();
     info!("edge stopped");

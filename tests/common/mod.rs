@@ -131,6 +131,9 @@ impl Nightjar {
                 Ok(address) if address.starts_with("grpc://") => {
                     grpc = Some(address.replacen("grpc://", "http://", 1))
                 }
+                Ok(address) if address.starts_with("grpcs://") => {
+                    grpc = Some(address.replacen("grpcs://", "https://", 1))
+                }
                 Ok(address) => http = Some(address),
                 Err(_) => {
                     let _ = child.kill();
@@ -187,8 +190,19 @@ impl Nightjar {
 
     /// Creates a subject with `roles` and returns its access token.
     pub fn subject(&self, name: &str, roles: &[&str]) -> String {
+        self.subject_with_env(name, roles, &[])
+    }
+
+    /// Creates a subject with `roles` through a CLI run with extra environment
+    /// variables (such as `NIGHTJAR_CORE_CA`), and returns its access token.
+    pub fn subject_with_env(&self, name: &str, roles: &[&str], env: &[(&str, &str)]) -> String {
         let roles = roles.join(",");
-        let output = self.cli(&["subject", "add", name, "--roles", &roles]);
+        let output = run_cli_with_env(
+            &self.grpc,
+            &self.data_dir,
+            &["subject", "add", name, "--roles", &roles],
+            env,
+        );
         output
             .lines()
             .map(str::trim)
@@ -212,8 +226,19 @@ impl Drop for Nightjar {
 
 /// Runs `nightjar` with `args` against the core at `core_url`, panicking on failure.
 pub fn run_cli(core_url: &str, data_dir: &Path, args: &[&str]) -> String {
+    run_cli_with_env(core_url, data_dir, args, &[])
+}
+
+/// Runs `nightjar` with `args` and extra environment variables, panicking on failure.
+pub fn run_cli_with_env(
+    core_url: &str,
+    data_dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> String {
     let output = Command::new(binary())
         .args(args)
+        .envs(env.iter().copied())
         .env("NIGHTJAR_CORE_URL", core_url)
         .env("NIGHTJAR_DATA_DIR", data_dir)
         .env("API_SECRET", API_SECRET)
