@@ -1,5 +1,5 @@
 //! The OpenAPI document at `/api/v3/swagger.json` matches the routes the edge
-//! serves: every documented operation exists and answers with a documented status.
+//! serves: every documented operation exists and replies with a documented status.
 
 mod common;
 

@@ -50,7 +50,7 @@ async fn https_edge_and_tls_core() {
         server.grpc
     );
 
-    // The CLI reaches core over TLS when told which CA to trust.
+    // The CLI reaches core over TLS once it is given the CA to trust.
     let client = client_trusting(&edge_cert);
     let token =
         server.subject_with_env("tls-admin", &["admin"], &[("NIGHTJAR_CORE_CA", &core_cert)]);
