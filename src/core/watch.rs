@@ -172,10 +172,13 @@ async fn follow(core: Arc<Core>, mut watcher: Watcher, mut cursor: i64) {
     let mut head = core.store().watch_head();
     let mut shutdown = core.shutdown.clone();
     let mut generation = core.auth.watch_generation();
+    let mut checked_generation = *generation.borrow_and_update();
     loop {
         // 0. Subjects or roles changed: end the stream if its grant went away.
-        if generation.has_changed().unwrap_or(false) {
-            generation.borrow_and_update();
+        // (`changed()` below only wakes the loop; the value decides.)
+        let current_generation = *generation.borrow_and_update();
+        if current_generation != checked_generation {
+            checked_generation = current_generation;
             if !still_allowed(&core, &watcher) {
                 warn!(
                     subject,
