@@ -179,7 +179,12 @@ async fn serve(core_config: CoreConfig, edge_config: EdgeConfig) -> Result<(), S
         None => (format!("http://{}", running.address), None),
     };
     let (core_url, core_ca) = core_url;
-    let edge = tokio::spawn(edge::run(edge_config, core_url, core_ca, secret.secret.clone()));
+    let edge = tokio::spawn(edge::run(
+        edge_config,
+        core_url,
+        core_ca,
+        secret.secret.clone(),
+    ));
     greet_first_start(&running, &secret).await;
 
     tokio::select! {
@@ -199,7 +204,9 @@ async fn greet_first_start(running: &core::Running, secret: &secret::LoadedSecre
     }
 }
 
-async fn admin_client(core: &CoreClientConfig) -> Result<AdminClient<tonic::transport::Channel>, String> {
+async fn admin_client(
+    core: &CoreClientConfig,
+) -> Result<AdminClient<tonic::transport::Channel>, String> {
     let endpoint = edge::core_endpoint(&core.core_url, core.core_ca.as_deref())?;
     let channel = endpoint.connect().await.map_err(|err| {
         format!(

@@ -113,7 +113,6 @@ pub struct EdgeConfig {
     /// PEM private key of `--tls-cert`.
     #[arg(long, env = "NIGHTJAR_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-
 }
 
 /// Address of core for its clients (the edge, the CLI).
@@ -155,10 +154,19 @@ pub const ENVIRONMENT_SETTINGS: &[(&str, &str)] = &[
     ("AUTH_FAIL_DELAY", "--auth-fail-delay"),
     ("API3_MAX_LIMIT", "--api3-max-limit"),
     ("API3_SECURITY_ENABLE", "--api3-security-enable"),
-    ("API3_DEDUP_FALLBACK_ENABLED", "--api3-dedup-fallback-enabled"),
-    ("API3_CREATED_AT_FALLBACK_ENABLED", "--api3-created-at-fallback-enabled"),
+    (
+        "API3_DEDUP_FALLBACK_ENABLED",
+        "--api3-dedup-fallback-enabled",
+    ),
+    (
+        "API3_CREATED_AT_FALLBACK_ENABLED",
+        "--api3-created-at-fallback-enabled",
+    ),
     ("NIGHTJAR_CHANGE_RETENTION", "--change-retention"),
-    ("NIGHTJAR_CHANGE_RETENTION_COUNT", "--change-retention-count"),
+    (
+        "NIGHTJAR_CHANGE_RETENTION_COUNT",
+        "--change-retention-count",
+    ),
     ("NIGHTJAR_JWT_LIFETIME", "--jwt-lifetime"),
     ("NIGHTJAR_MAX_BODY_BYTES", "--max-body-bytes"),
     ("NIGHTJAR_LOG_FORMAT", "--log-format"),

@@ -43,12 +43,17 @@ fn exit_with_setting(err: clap::Error) -> ! {
     let rendered = err.render().to_string();
     let from_environment: Vec<&str> = config::ENVIRONMENT_SETTINGS
         .iter()
-        .filter(|(variable, flag)| std::env::var_os(variable).is_some() && rendered.contains(&format!("'{flag}")))
+        .filter(|(variable, flag)| {
+            std::env::var_os(variable).is_some() && rendered.contains(&format!("'{flag}"))
+        })
         .map(|(variable, _)| *variable)
         .collect();
     if err.use_stderr() && !from_environment.is_empty() {
         eprint!("{rendered}");
-        eprintln!("note: the value comes from the environment variable {}", from_environment.join(", "));
+        eprintln!(
+            "note: the value comes from the environment variable {}",
+            from_environment.join(", ")
+        );
         std::process::exit(2);
     }
     err.exit()

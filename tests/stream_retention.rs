@@ -242,7 +242,7 @@ async fn count_retention_out_of_range_then_resync() {
     let next = read_until(&mut stream, WAIT, |read| !read.changes.is_empty()).await;
     assert_eq!(
         next.identifiers(),
-        [live.clone()],
+        std::slice::from_ref(&live),
         "live change after the retained ones"
     );
 

@@ -349,7 +349,9 @@ impl Admin for AdminService {
         // Checked directly, not through `require`, so client-chosen text does not
         // grow the list of seen permissions.
         if !caller.can(permission) {
-            return Err(proto::status_from_api_error(&ApiError::missing_permission(permission)));
+            return Err(proto::status_from_api_error(&ApiError::missing_permission(
+                permission,
+            )));
         }
         Ok(Response::new(CheckPermissionResponse { check: true }))
     }
@@ -358,7 +360,10 @@ impl Admin for AdminService {
         &self,
         request: Request<ListSeenPermissionsRequest>,
     ) -> Result<Response<ListSeenPermissionsResponse>, Status> {
-        self.check(request.metadata(), "admin:api:permissions:read").await?;
-        Ok(Response::new(ListSeenPermissionsResponse { permissions: super::auth::seen_permissions() }))
+        self.check(request.metadata(), "admin:api:permissions:read")
+            .await?;
+        Ok(Response::new(ListSeenPermissionsResponse {
+            permissions: super::auth::seen_permissions(),
+        }))
     }
 }

@@ -150,7 +150,10 @@ impl Authenticator {
         self.wait_after_failures(&ip).await;
 
         if let Some(credential) = text(metadata, SERVICE_KEY) {
-            return if self.secret.matches_service_credential(EDGE_SERVICE, credential) {
+            return if self
+                .secret
+                .matches_service_credential(EDGE_SERVICE, credential)
+            {
                 Ok(edge_principal())
             } else {
                 self.fail(&ip, "service credential does not match");
@@ -257,7 +260,10 @@ pub const WATCH_PERMISSION: &str = "nightjar:watch";
 
 /// Returns the principal of the edge's service credential: it may only watch.
 fn edge_principal() -> Principal {
-    Principal { subject: Some("nightjar-edge".to_string()), permissions: vec![WATCH_PERMISSION.to_string()] }
+    Principal {
+        subject: Some("nightjar-edge".to_string()),
+        permissions: vec![WATCH_PERMISSION.to_string()],
+    }
 }
 
 /// Returns whether `principal` may watch `collection`'s changes.

@@ -150,10 +150,10 @@ impl Documents {
             .get("srvModified")
             .and_then(Value::as_i64)
             .unwrap_or(0);
-        if let Some(since) = if_modified_since {
-            if last_modified / 1000 <= since / 1000 {
-                return Ok(ReadOutcome::NotModified(last_modified));
-            }
+        if let Some(since) = if_modified_since
+            && last_modified / 1000 <= since / 1000
+        {
+            return Ok(ReadOutcome::NotModified(last_modified));
         }
         Ok(ReadOutcome::Found(
             search::project(&document, fields),

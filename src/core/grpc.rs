@@ -383,9 +383,16 @@ impl Storage for StorageService {
         &self,
         request: Request<WatchGrantsRequest>,
     ) -> GrpcResult<Self::WatchGrantsStream> {
-        let caller = self.core.auth.authenticate(request.metadata()).await.map_err(status)?;
+        let caller = self
+            .core
+            .auth
+            .authenticate(request.metadata())
+            .await
+            .map_err(status)?;
         if !caller.can(super::auth::WATCH_PERMISSION) && !caller.can("admin:api:subjects:read") {
-            return Err(status(ApiError::missing_permission("admin:api:subjects:read")));
+            return Err(status(ApiError::missing_permission(
+                "admin:api:subjects:read",
+            )));
         }
         let generation = self.core.auth.watch_generation();
         let shutdown = self.core.shutdown.clone();

@@ -120,7 +120,10 @@ pub async fn start(config: CoreConfig, secret: ApiSecret) -> Result<Running, Str
     let directory = auth.directory();
     for role in &config.auth_default_roles {
         if directory.role(role).is_none() {
-            warn!(role, "AUTH_DEFAULT_ROLES names a role that does not exist (yet); it grants nothing until it is created");
+            warn!(
+                role,
+                "AUTH_DEFAULT_ROLES names a role that does not exist (yet); it grants nothing until it is created"
+            );
         }
     }
 
@@ -170,10 +173,15 @@ pub async fn start(config: CoreConfig, secret: ApiSecret) -> Result<Running, Str
     let mut builder = tonic::transport::Server::builder();
     let scheme = match (&config.grpc_tls_cert, &config.grpc_tls_key) {
         (Some(certificate), Some(key)) => {
-            let identity = tonic::transport::Identity::from_pem(read_pem(certificate, "NIGHTJAR_GRPC_TLS_CERT")?, read_pem(key, "NIGHTJAR_GRPC_TLS_KEY")?);
+            let identity = tonic::transport::Identity::from_pem(
+                read_pem(certificate, "NIGHTJAR_GRPC_TLS_CERT")?,
+                read_pem(key, "NIGHTJAR_GRPC_TLS_KEY")?,
+            );
             builder = builder
                 .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-                .map_err(|err| format!("invalid TLS certificate or key for the gRPC listener: {err}"))?;
+                .map_err(|err| {
+                    format!("invalid TLS certificate or key for the gRPC listener: {err}")
+                })?;
             "grpcs"
         }
         _ => "grpc",
@@ -190,9 +198,12 @@ pub async fn start(config: CoreConfig, secret: ApiSecret) -> Result<Running, Str
         .add_service(AdminServer::new(admin::AdminService::new(core.clone())))
         // Nagle's algorithm would hold small responses and streamed changes for the
         // peer's delayed ACK (about 40 ms).
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
-            let _ = until_stopped.wait_for(|stopped| *stopped).await;
-        });
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move {
+                let _ = until_stopped.wait_for(|stopped| *stopped).await;
+            },
+        );
     let server = tokio::spawn(server);
     if let Some(address) = config.metrics_addr {
         serve_metrics(address).await?;

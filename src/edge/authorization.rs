@@ -53,8 +53,14 @@ pub fn routes() -> Router<Arc<Edge>> {
             get(list_roles).post(save_role).put(save_role),
         )
         .route("/api/v2/authorization/roles/{id}", delete(delete_role))
-        .route("/api/v2/authorization/permissions", get(list_seen_permissions))
-        .route("/api/v2/authorization/debug/check/{permission}", get(check_permission))
+        .route(
+            "/api/v2/authorization/permissions",
+            get(list_seen_permissions),
+        )
+        .route(
+            "/api/v2/authorization/debug/check/{permission}",
+            get(check_permission),
+        )
 }
 
 /// Wraps `message` for an admin call: the caller's credential plus `api-secret`.
@@ -312,7 +318,11 @@ async fn check_permission(
 }
 
 /// `GET /permissions`: the permissions checked since core started.
-async fn list_seen_permissions(State(edge): Shared, headers: HeaderMap, ConnectInfo(peer): Peer) -> Response {
+async fn list_seen_permissions(
+    State(edge): Shared,
+    headers: HeaderMap,
+    ConnectInfo(peer): Peer,
+) -> Response {
     let request = admin_request(ListSeenPermissionsRequest {}, &headers, peer);
     match edge.admin.clone().list_seen_permissions(request).await {
         Ok(reply) => plain_json(json!(reply.into_inner().permissions)),

@@ -55,8 +55,13 @@ pub async fn run(edge: Arc<Edge>) {
 
 async fn follow(edge: &Edge) -> Result<(), tonic::Status> {
     let mut request = tonic::Request::new(WatchGrantsRequest {});
-    if let Ok(value) = MetadataValue::try_from(edge.secret.service_credential(crate::core::auth::EDGE_SERVICE)) {
-        request.metadata_mut().insert(crate::core::auth::SERVICE_KEY, value);
+    if let Ok(value) = MetadataValue::try_from(
+        edge.secret
+            .service_credential(crate::core::auth::EDGE_SERVICE),
+    ) {
+        request
+            .metadata_mut()
+            .insert(crate::core::auth::SERVICE_KEY, value);
     }
     let mut stream = edge
         .storage

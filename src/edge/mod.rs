@@ -119,7 +119,10 @@ async fn count_and_run(
 
 /// Builds the gRPC endpoint of core at `core_url`, verifying an https:// core
 /// against the CA certificate in `core_ca`.
-pub fn core_endpoint(core_url: &str, core_ca: Option<&std::path::Path>) -> Result<Endpoint, String> {
+pub fn core_endpoint(
+    core_url: &str,
+    core_ca: Option<&std::path::Path>,
+) -> Result<Endpoint, String> {
     let mut endpoint = Endpoint::from_shared(core_url.to_string())
         .map_err(|err| format!("invalid NIGHTJAR_CORE_URL {core_url:?}: {err}"))?
         .connect_timeout(std::time::Duration::from_secs(2))
@@ -130,7 +133,8 @@ pub fn core_endpoint(core_url: &str, core_ca: Option<&std::path::Path>) -> Resul
                 "NIGHTJAR_CORE_URL {core_url:?} uses https, so NIGHTJAR_CORE_CA must name the CA certificate that core's certificate chains to"
             ));
         };
-        let certificate = tonic::transport::Certificate::from_pem(crate::core::read_pem(ca, "NIGHTJAR_CORE_CA")?);
+        let certificate =
+            tonic::transport::Certificate::from_pem(crate::core::read_pem(ca, "NIGHTJAR_CORE_CA")?);
         endpoint = endpoint
             .tls_config(tonic::transport::ClientTlsConfig::new().ca_certificate(certificate))
             .map_err(|err| format!("invalid TLS settings for core: {err}"))?;

@@ -67,7 +67,10 @@ pub fn to_core<T>(
     {
         metadata.insert("authorization", value);
     }
-    metadata.insert(crate::core::auth::JWT_ONLY_KEY, MetadataValue::from_static("1"));
+    metadata.insert(
+        crate::core::auth::JWT_ONLY_KEY,
+        MetadataValue::from_static("1"),
+    );
     if let Ok(value) = MetadataValue::try_from(peer.ip().to_string()) {
         metadata.insert("x-forwarded-for", value);
     }

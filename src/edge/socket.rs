@@ -201,12 +201,12 @@ async fn run_replay(socket: SocketRef, edge: Arc<Edge>, mut replay: Replay) {
                 return;
             }
         };
-        if let Some((event, payload)) = super::upstream::event_of(&change) {
-            if let Err(err) = send_with_patience(&socket, event, &payload).await {
-                warn!(socket = %socket.id, cursor = position, cause = %err, "socket cannot take its replay; disconnecting it");
-                let _ = socket.disconnect();
-                return;
-            }
+        if let Some((event, payload)) = super::upstream::event_of(&change)
+            && let Err(err) = send_with_patience(&socket, event, &payload).await
+        {
+            warn!(socket = %socket.id, cursor = position, cause = %err, "socket cannot take its replay; disconnecting it");
+            let _ = socket.disconnect();
+            return;
         }
         position = change.cursor.parse().unwrap_or(position);
     }

@@ -100,8 +100,13 @@ pub async fn run(edge: Arc<Edge>, io: SocketIo) {
 
 fn with_secret<T>(edge: &Edge, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    if let Ok(value) = MetadataValue::try_from(edge.secret.service_credential(crate::core::auth::EDGE_SERVICE)) {
-        request.metadata_mut().insert(crate::core::auth::SERVICE_KEY, value);
+    if let Ok(value) = MetadataValue::try_from(
+        edge.secret
+            .service_credential(crate::core::auth::EDGE_SERVICE),
+    ) {
+        request
+            .metadata_mut()
+            .insert(crate::core::auth::SERVICE_KEY, value);
     }
     request
 }
@@ -198,7 +203,11 @@ struct DeleteEvent<'a> {
 pub fn event_of(change: &Change) -> Option<(&'static str, Box<RawValue>)> {
     let serialized = match change.operation() {
         Operation::Create | Operation::Update => {
-            let event = if change.operation() == Operation::Create { "create" } else { "update" };
+            let event = if change.operation() == Operation::Create {
+                "create"
+            } else {
+                "update"
+            };
             let document: &RawValue = match serde_json::from_slice(&change.document) {
                 Ok(document) => document,
                 Err(err) => {
@@ -206,11 +215,19 @@ pub fn event_of(change: &Change) -> Option<(&'static str, Box<RawValue>)> {
                     return None;
                 }
             };
-            let payload = DocumentEvent { collection: &change.collection, doc: document, cursor: &change.cursor };
+            let payload = DocumentEvent {
+                collection: &change.collection,
+                doc: document,
+                cursor: &change.cursor,
+            };
             (event, serde_json::value::to_raw_value(&payload))
         }
         Operation::Delete => {
-            let payload = DeleteEvent { collection: &change.collection, identifier: &change.identifier, cursor: &change.cursor };
+            let payload = DeleteEvent {
+                collection: &change.collection,
+                identifier: &change.identifier,
+                cursor: &change.cursor,
+            };
             ("delete", serde_json::value::to_raw_value(&payload))
         }
         Operation::Checkpoint | Operation::Unspecified => return None,

@@ -85,7 +85,8 @@ impl ApiSecret {
     /// secret.
     pub fn service_credential(&self, service: &str) -> String {
         use hmac::{Hmac, KeyInit, Mac};
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.jwt_key).expect("HMAC accepts keys of any length");
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.jwt_key)
+            .expect("HMAC accepts keys of any length");
         mac.update(b"nightjar service credential: ");
         mac.update(service.as_bytes());
         hex::encode(mac.finalize().into_bytes())
@@ -93,7 +94,10 @@ impl ApiSecret {
 
     /// Checks a service credential in constant time.
     pub fn matches_service_credential(&self, service: &str, credential: &str) -> bool {
-        self.service_credential(service).as_bytes().ct_eq(credential.as_bytes()).into()
+        self.service_credential(service)
+            .as_bytes()
+            .ct_eq(credential.as_bytes())
+            .into()
     }
 
     /// Returns the key JWTs are signed with.

@@ -548,7 +548,9 @@ fn apply(
         WriteAction::Replace { body, operation } => {
             let key = identifier_of(&body)?;
             if let Some(old) = old_key {
-                transaction.prepare_cached(DELETE)?.execute(params![collection, old])?;
+                transaction
+                    .prepare_cached(DELETE)?
+                    .execute(params![collection, old])?;
             }
             let text = insert_row(transaction, collection, &key, body)?;
             let body = (operation != Operation::Delete).then_some(text);
@@ -557,7 +559,9 @@ fn apply(
         WriteAction::Remove => {
             let key = old_key
                 .ok_or_else(|| StoreError::Corrupt("remove without a found document".into()))?;
-            transaction.prepare_cached(DELETE)?.execute(params![collection, key])?;
+            transaction
+                .prepare_cached(DELETE)?
+                .execute(params![collection, key])?;
             (Operation::Delete, key.to_string(), None)
         }
     };
@@ -630,11 +634,11 @@ fn find_document(
         values.push(SqlValue::Text(value.to_string()));
     }
     text.push_str(" LIMIT 1");
-    Ok(connection
+    connection
         .prepare_cached(&text)?
         .query_row(params_from_iter(values.iter()), document_from_row)
         .optional()?
-        .transpose()?)
+        .transpose()
 }
 
 fn document_from_row(
