@@ -103,7 +103,8 @@ impl Documents {
                     if existing.is_valid() {
                         validation::check_immutable(&existing.body, &document, true)?;
                     }
-                    document.insert("srvCreated".into(), stored_srv_created(collection, &existing).into());
+                    let (srv_created, _) = shown_times(collection, &existing);
+                    document.insert("srvCreated".into(), srv_created.into());
                     stamp(&mut document, &caller, srv_modified);
                     let deduplicated_identifier = (existing.key != identifier).then(|| existing.key.clone());
                     if let Some(previous) = &deduplicated_identifier {
@@ -200,12 +201,10 @@ impl Documents {
                     return Ok((WriteAction::Insert(document), outcome));
                 };
                 require(&caller, &permission(collection, "update"))?;
-                check_modifiable(collection, &existing, if_unmodified_since)?;
+                let (srv_created, stored_modified) = shown_times(collection, &existing);
+                check_modifiable(&existing, stored_modified, if_unmodified_since)?;
                 validation::check_immutable(&existing.body, &document, false)?;
-                document.insert(
-                    "srvCreated".into(),
-                    stored_srv_created(collection, &existing).into(),
-                );
+                document.insert("srvCreated".into(), srv_created.into());
                 stamp(&mut document, &caller, srv_modified);
                 let outcome = WriteOutcome {
                     identifier,
@@ -245,7 +244,8 @@ impl Documents {
                 let Some(existing) = context.existing else {
                     return Err(ApiError::not_found());
                 };
-                check_modifiable(collection, &existing, if_unmodified_since)?;
+                let (_, stored_modified) = shown_times(collection, &existing);
+                check_modifiable(&existing, stored_modified, if_unmodified_since)?;
                 // APIv3 checks immutable fields before the values of the others.
                 validation::check_immutable(&existing.body, &patch, false)?;
                 validation::validate_patch(&patch)?;
@@ -468,10 +468,12 @@ fn stamp(document: &mut Map<String, Value>, caller: &Principal, srv_modified: i6
     }
 }
 
-/// srvCreated of a stored document, or what reads show for it when it has none.
-fn stored_srv_created(collection: Collection, existing: &StoredDocument) -> i64 {
+/// Returns (srvCreated, srvModified) of a stored document as reads show them,
+/// with the fallbacks applied when the stored body lacks them.
+fn shown_times(collection: Collection, existing: &StoredDocument) -> (i64, i64) {
     let shown = readable(collection, existing.clone());
-    shown.get("srvCreated").and_then(Value::as_i64).unwrap_or(0)
+    let time = |field: &str| shown.get(field).and_then(Value::as_i64).unwrap_or(0);
+    (time("srvCreated"), time("srvModified"))
 }
 
 fn check_writable(existing: &StoredDocument) -> Result<(), ApiError> {
@@ -484,23 +486,18 @@ fn check_writable(existing: &StoredDocument) -> Result<(), ApiError> {
 
 /// Runs the checks PUT and PATCH share: 410, 422, then 412.
 fn check_modifiable(
-    collection: Collection,
     existing: &StoredDocument,
+    stored_modified: i64,
     if_unmodified_since: Option<i64>,
 ) -> Result<(), ApiError> {
     if !existing.is_valid() {
         return Err(ApiError::gone());
     }
     check_writable(existing)?;
-    if let Some(since) = if_unmodified_since {
-        let stored = readable(collection, existing.clone());
-        let modified = stored
-            .get("srvModified")
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
-        if modified / 1000 > since / 1000 {
-            return Err(ApiError::precondition_failed());
-        }
+    if let Some(since) = if_unmodified_since
+        && stored_modified / 1000 > since / 1000
+    {
+        return Err(ApiError::precondition_failed());
     }
     Ok(())
 }
