@@ -173,7 +173,7 @@ async fn serve(core_config: CoreConfig, edge_config: EdgeConfig) -> Result<(), S
     let running = core::start(core_config, secret.secret.clone()).await?;
     let core_url = match core_certificate {
         Some(certificate) => {
-            // The edge verifies core against core's own certificate unless told otherwise.
+            // The edge verifies core against core's own certificate.
             (format!("https://{}", running.address), Some(certificate))
         }
         None => (format!("http://{}", running.address), None),

@@ -291,7 +291,7 @@ pub fn seen_permissions() -> Vec<String> {
 
 /// Fails with 403 `Missing permission <permission>` unless the principal has it.
 ///
-/// Only permissions that code asks for pass through here, so the set of seen
+/// Only permissions that code requests pass through here, so the set of seen
 /// permissions stays bounded.
 pub fn require(principal: &Principal, permission: &str) -> Result<(), ApiError> {
     {

@@ -25,7 +25,7 @@ impl<S> Layer<S> for MetricsLayer {
 /// Records the method, the status code and the latency of each call.
 ///
 /// The status is read from the response headers, where gRPC puts it for failures
-/// answered without a body; calls whose status travels in trailers count as `0`
+/// sent without a body; calls whose status travels in trailers count as `0`
 /// (OK) here.
 #[derive(Clone)]
 pub struct MetricsService<S> {

@@ -36,9 +36,9 @@ const UNAVAILABLE: &str = "Storage service unavailable";
 /// exists and does nothing.
 pub fn register(io: &SocketIo) {
     io.ns("/", async |_socket: SocketRef| {});
-    // The handlers are registered in the closure's synchronous body: socketioxide
-    // calls it right after sending CONNECT, but only spawns the future it returns,
-    // so registering inside an async block would race a client that emits
+    // The handlers are registered in the closure's synchronous body. socketioxide
+    // calls it right after sending CONNECT but only spawns the future it returns,
+    // so handlers registered inside an async block race a client that emits
     // `subscribe` as soon as it is connected.
     io.ns(NAMESPACE, |socket: SocketRef| {
         debug!(socket = %socket.id, "storage socket connected");

@@ -259,8 +259,8 @@ fn disconnect_slow(socket: SocketRef) {
 /// Emits one change to each socket subscribed to its collection.
 ///
 /// The payload is serialized once. Sockets are sent to one by one rather than by
-/// a room broadcast so that a socket whose buffer is full is known: it is
-/// disconnected (and counted) instead of silently missing the event, and its
+/// a room broadcast, so that a socket whose buffer is full is known. Such a socket
+/// is disconnected (and counted) instead of silently missing the event, and its
 /// client resumes from its last cursor.
 async fn emit(io: &SocketIo, change: &Change) {
     let Some((event, payload)) = event_of(change) else {

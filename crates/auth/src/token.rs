@@ -81,7 +81,7 @@ impl ApiSecret {
 
     /// Returns the credential of an internal service such as the edge: hex
     /// HMAC-SHA256 of `service`, keyed with the JWT signing key. Every process
-    /// that knows API_SECRET derives the same value; it reveals nothing of the
+    /// that has API_SECRET derives the same value; it reveals nothing of the
     /// secret.
     pub fn service_credential(&self, service: &str) -> String {
         use hmac::{Hmac, KeyInit, Mac};

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-/// What a committed write did to a document.
+/// Kind of change a committed write made to a document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
     /// A new document was inserted.
@@ -48,7 +48,7 @@ impl Operation {
 pub struct Change {
     /// Position in the store's total order of changes; strictly increasing.
     pub cursor: i64,
-    /// Collection name as the API knows it.
+    /// Collection name as the API spells it.
     pub collection: String,
     /// What happened.
     pub operation: Operation,

@@ -23,7 +23,7 @@ impl StoredDocument {
     }
 }
 
-/// How a write finds the stored document it may replace.
+/// Keys by which a write finds the stored document it may replace.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Lookup {
     /// The identifier to match; also matches the database id of a document without
@@ -44,7 +44,7 @@ impl Lookup {
     }
 }
 
-/// What the write plan sees inside the transaction.
+/// Input of a write plan inside the transaction.
 #[derive(Debug, Clone)]
 pub struct WriteContext {
     /// The stored document the lookup found, if any.
@@ -54,7 +54,7 @@ pub struct WriteContext {
     pub srv_modified: i64,
 }
 
-/// What the write plan decided; applied in the same transaction as its change record.
+/// Decision of a write plan, applied in the same transaction as its change record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteAction {
     /// Insert a new document; its `identifier` field becomes the key.

@@ -19,7 +19,7 @@ pub struct Sql {
     pub params: Vec<SqlValue>,
 }
 
-/// Where a field is read from.
+/// Location a field is read from: an indexed column or a JSON path.
 enum Source {
     /// An indexed column holding numbers (`date`, `srv_modified`).
     NumberColumn(&'static str),
