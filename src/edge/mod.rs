@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::http::header;
 use nightjar_auth::ApiSecret;
 use socketioxide::SocketIo;
 use tonic::transport::{Channel, Endpoint};
@@ -26,6 +27,10 @@ use crate::proto::storage_client::StorageClient;
 /// Packets buffered per socket; a socket whose buffer fills is too slow and is
 /// disconnected rather than left to miss events.
 const SOCKET_BUFFER_PACKETS: usize = 1024;
+
+/// Initial read buffer of each WebSocket. Clients send small frames (pings,
+/// `subscribe`); a larger frame grows the buffer up to the frame's size.
+const WS_READ_BUFFER_BYTES: usize = 256;
 
 /// State shared by every edge handler.
 pub struct Edge {
@@ -52,7 +57,6 @@ pub struct Edge {
 /// The origin is echoed rather than `*` because socket.io-client 2.x sends its
 /// long-polling requests with credentials, which browsers refuse with `*`.
 fn cors() -> CorsLayer {
-    use axum::http::header;
     use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin};
     CorsLayer::new()
         .allow_origin(AllowOrigin::mirror_request())
@@ -117,6 +121,38 @@ async fn count_and_run(
     response
 }
 
+/// Gives the request line and headers storage of their own.
+///
+/// hyper parses the URI and header values as views into the connection's read
+/// buffer (16 KiB after the first request). A Socket.IO session keeps its
+/// handshake request for its whole life, and with it that buffer, which would
+/// double the memory of an idle connection.
+async fn detach_from_read_buffer(request: axum::extract::Request) -> axum::extract::Request {
+    let (mut parts, body) = request.into_parts();
+    parts.headers = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let copy = match header::HeaderValue::from_bytes(value.as_bytes()) {
+                Ok(mut copy) => {
+                    copy.set_sensitive(value.is_sensitive());
+                    copy
+                }
+                Err(_) => value.clone(),
+            };
+            (name.clone(), copy)
+        })
+        .collect();
+    if let Ok(uri) = axum::http::Uri::try_from(parts.uri.to_string()) {
+        // The router has already kept a copy of the URI as it arrived.
+        parts
+            .extensions
+            .insert(axum::extract::OriginalUri(uri.clone()));
+        parts.uri = uri;
+    }
+    axum::extract::Request::from_parts(parts, body)
+}
+
 /// Builds the gRPC endpoint of core at `core_url`, verifying an https:// core
 /// against the CA certificate in `core_ca`.
 pub fn core_endpoint(
@@ -165,6 +201,7 @@ pub async fn run(
     // 2. Socket.IO and the upstream change stream that feeds it.
     let (socket_layer, io) = SocketIo::builder()
         .max_buffer_size(SOCKET_BUFFER_PACKETS)
+        .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
         .with_state(edge.clone())
         .build_layer();
     let _ = edge.io.set(io.clone());
@@ -181,6 +218,7 @@ pub async fn run(
         .layer(axum::middleware::from_fn(count_request))
         .with_state(edge.clone())
         .layer(socket_layer)
+        .layer(axum::middleware::map_request(detach_from_read_buffer))
         .layer(cors());
 
     // 4. Listen.
