@@ -334,7 +334,8 @@ fn bearer(metadata: &MetadataMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !credential.is_empty()).then_some(credential)
 }
 
-/// Returns the end client's IP as the edge forwarded it, else `unknown`.
+/// Returns the end client's IP: the one the edge forwarded, or a direct caller's
+/// TCP peer address (see [`super::forwarded`]), else `unknown`.
 pub fn client_ip(metadata: &MetadataMap) -> String {
     text(metadata, "x-forwarded-for")
         .and_then(|v| v.split(',').next())

@@ -4,6 +4,7 @@
 mod admin;
 pub mod auth;
 pub mod documents;
+pub mod forwarded;
 mod grpc;
 mod metrics_layer;
 mod watch;
@@ -103,6 +104,7 @@ impl Running {
 pub async fn start(config: CoreConfig, secret: ApiSecret) -> Result<Running, String> {
     // 1. Store and authorization.
     let store = open_store(&config).await?;
+    let forwarding_proof = forwarded::proof(&secret);
     if !config.api3_security_enable {
         warn!(
             "API3_SECURITY_ENABLE=false: every request is treated as admin; never run like this in production"
@@ -188,6 +190,12 @@ pub async fn start(config: CoreConfig, secret: ApiSecret) -> Result<Running, Str
     };
     let server = builder
         .layer(metrics_layer::MetricsLayer)
+        .layer(tower::util::MapRequestLayer::new(
+            move |mut request: http::Request<tonic::body::Body>| {
+                forwarded::settle_client_address(&forwarding_proof, &mut request);
+                request
+            },
+        ))
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_alpha)

@@ -15,6 +15,8 @@ use axum::Router;
 use axum::http::header;
 use nightjar_auth::ApiSecret;
 use socketioxide::SocketIo;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tower_http::cors::CorsLayer;
 use tracing::{debug, info, warn};
@@ -28,16 +30,16 @@ use crate::proto::storage_client::StorageClient;
 /// disconnected rather than left to miss events.
 const SOCKET_BUFFER_PACKETS: usize = 1024;
 
-/// Initial read buffer of each WebSocket. Clients send small frames (pings,
-/// `subscribe`); a larger frame grows the buffer up to the frame's size.
+/// Initial read buffer of each WebSocket. Clients send small frames (pings and
+/// `subscribe`), and a larger frame grows the buffer up to the frame's size.
 const WS_READ_BUFFER_BYTES: usize = 256;
 
 /// State shared by every edge handler.
 pub struct Edge {
     /// Client of core's Storage service.
-    pub storage: StorageClient<Channel>,
+    pub storage: StorageClient<InterceptedService<Channel, Forwarding>>,
     /// Client of core's Admin service.
-    pub admin: AdminClient<Channel>,
+    pub admin: AdminClient<InterceptedService<Channel, Forwarding>>,
     /// API_SECRET, for the edge's own upstream stream.
     pub secret: ApiSecret,
     /// Largest accepted request body, in bytes.
@@ -50,6 +52,33 @@ pub struct Edge {
     pub feed: upstream::Feed,
     /// Whether `GET /api/v3/test` exists (the `CI` environment variable is set).
     pub test_route: bool,
+}
+
+/// Adds the edge's forwarding proof to every call to core, so that core trusts
+/// the client address the edge puts in `x-forwarded-for`.
+#[derive(Clone)]
+pub struct Forwarding {
+    proof: MetadataValue<Ascii>,
+}
+
+impl Forwarding {
+    fn new(secret: &ApiSecret) -> Result<Self, String> {
+        let proof = MetadataValue::try_from(crate::core::forwarded::proof(secret))
+            .map_err(|err| format!("cannot build the forwarding proof: {err}"))?;
+        Ok(Self { proof })
+    }
+}
+
+impl tonic::service::Interceptor for Forwarding {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert(crate::core::forwarded::FORWARDER_KEY, self.proof.clone());
+        Ok(request)
+    }
 }
 
 /// CORS for browsers on other origins, file:// pages (origin `null`) included.
@@ -121,7 +150,7 @@ async fn count_and_run(
     response
 }
 
-/// Gives the request line and headers storage of their own.
+/// Copies the request URI and header values out of hyper's read buffer.
 ///
 /// hyper parses the URI and header values as views into the connection's read
 /// buffer (16 KiB after the first request). A Socket.IO session keeps its
@@ -187,9 +216,11 @@ pub async fn run(
 ) -> Result<(), String> {
     // 1. A lazily connected channel to core: the edge starts even while core is down.
     let channel = core_endpoint(&core_url, core_ca.as_deref())?.connect_lazy();
+    let forwarding = Forwarding::new(&secret)?;
     let edge = Arc::new(Edge {
-        storage: StorageClient::new(channel.clone()).max_decoding_message_size(256 * 1024 * 1024),
-        admin: AdminClient::new(channel),
+        storage: StorageClient::with_interceptor(channel.clone(), forwarding.clone())
+            .max_decoding_message_size(256 * 1024 * 1024),
+        admin: AdminClient::with_interceptor(channel, forwarding),
         secret,
         max_body_bytes: config.max_body_bytes,
         feed: upstream::Feed::default(),
