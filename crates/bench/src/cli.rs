@@ -77,6 +77,9 @@ enum Command {
         /// Directory holding fanout-nightjar.json and fanout-reference.json.
         #[arg(long, default_value = "bench/results")]
         results: PathBuf,
+        /// Plot the reports of runs made with this `--label`.
+        #[arg(long)]
+        label: Option<String>,
         /// SVG file to write.
         #[arg(long, default_value = "bench/fanout.svg")]
         output: PathBuf,
@@ -119,8 +122,13 @@ async fn stop_signal() -> &'static str {
 }
 
 async fn run(command: Command) -> Result<(), String> {
-    if let Command::Plot { results, output } = &command {
-        crate::plot::write_fanout_chart(results, output)?;
+    if let Command::Plot {
+        results,
+        label,
+        output,
+    } = &command
+    {
+        crate::plot::write_fanout_chart(results, label.as_deref(), output)?;
         eprintln!("wrote {}", output.display());
         return Ok(());
     }

@@ -32,19 +32,25 @@ struct Panel {
     series: Vec<Series>,
 }
 
-/// Reads `fanout-nightjar.json` and, when present, `fanout-reference.json` from
-/// `results`, and writes the SVG chart to `output`.
-pub fn write_fanout_chart(results: &Path, output: &Path) -> Result<(), String> {
+/// Reads `fanout-nightjar[-<label>].json` and, when present,
+/// `fanout-reference[-<label>].json` from `results`, and writes the SVG chart to
+/// `output`.
+pub fn write_fanout_chart(
+    results: &Path,
+    label: Option<&str>,
+    output: &Path,
+) -> Result<(), String> {
+    let suffix = label.map(|label| format!("-{label}")).unwrap_or_default();
     let mut reports = Vec::new();
     for (target, color) in [("nightjar", "#1f6fb4"), ("reference", "#d9720b")] {
-        let path = results.join(format!("fanout-{target}.json"));
+        let path = results.join(format!("fanout-{target}{suffix}.json"));
         if path.exists() {
             reports.push((Report::read(&path)?, color));
         }
     }
     if reports.is_empty() {
         return Err(format!(
-            "{} holds no fanout-<target>.json: run the fanout scenario first",
+            "{} holds no fanout-<target>{suffix}.json: run the fanout scenario first",
             results.display()
         ));
     }
