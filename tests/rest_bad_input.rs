@@ -276,3 +276,22 @@ async fn wrong_field_types_are_400() {
 
     assert!(api.search("entries", &[]).await.is_empty());
 }
+
+#[tokio::test]
+async fn unsupported_method_is_json_405() {
+    let server = Nightjar::start();
+    let api = Api::admin(&server).await;
+
+    let reply = api
+        .send(api.request(Method::PATCH, "/api/v3/entries"))
+        .await;
+
+    expect_error(&reply, 405, "Method not allowed");
+    let allow = reply
+        .headers
+        .get("allow")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    assert!(allow.contains("GET"), "Allow header: {allow:?}");
+    assert!(allow.contains("POST"), "Allow header: {allow:?}");
+}

@@ -246,6 +246,7 @@ pub async fn run(
         .merge(authorization::routes())
         .route("/metrics", axum::routing::get(metrics))
         .fallback(rest::unknown)
+        .method_not_allowed_fallback(rest::wrong_method)
         .layer(axum::middleware::from_fn(count_request))
         .with_state(edge.clone())
         .layer(socket_layer)

@@ -203,6 +203,12 @@ pub async fn unknown(uri: axum::http::Uri) -> Response {
     }
 }
 
+/// Replies to a known path requested with a method it does not support; the
+/// router adds the `Allow` header.
+pub async fn wrong_method() -> Response {
+    json_reply(405, json!({ "message": "Method not allowed" }))
+}
+
 async fn version(State(edge): Shared, headers: HeaderMap, ConnectInfo(peer): Peer) -> Response {
     let request = to_core(VersionRequest {}, &headers, None, peer);
     match edge.storage.clone().version(request).await {
