@@ -295,3 +295,19 @@ async fn unsupported_method_is_json_405() {
     assert!(allow.contains("GET"), "Allow header: {allow:?}");
     assert!(allow.contains("POST"), "Allow header: {allow:?}");
 }
+
+#[tokio::test]
+async fn invalid_utf8_path_is_json_400() {
+    let server = Nightjar::start();
+    let api = Api::admin(&server).await;
+
+    let reply = api.get("/api/v3/entries/%FF").await;
+
+    let body = expect_status(&reply, 400);
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("UTF-8"),
+        "message should name the bad encoding: {}",
+        reply.body
+    );
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use axum::routing::{delete, get};
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tonic::metadata::MetadataValue;
 
 use super::Edge;
-use super::reply::{error_reply, json_reply, status_reply, to_core};
+use super::reply::{ApiPath, error_reply, json_reply, status_reply, to_core};
 
 /// Replies to a failed admin call: every refusal is 401, as Nightscout replies on
 /// these endpoints; other failures keep their status.
@@ -82,7 +82,7 @@ fn admin_request<T>(message: T, headers: &HeaderMap, peer: SocketAddr) -> tonic:
 
 async fn request_jwt(
     State(edge): Shared,
-    Path(access_token): Path<String>,
+    ApiPath(access_token): ApiPath<String>,
     headers: HeaderMap,
     ConnectInfo(peer): Peer,
 ) -> Response {
@@ -216,7 +216,7 @@ async fn save_subject(
 
 async fn delete_subject(
     State(edge): Shared,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ConnectInfo(peer): Peer,
 ) -> Response {
@@ -280,7 +280,7 @@ async fn save_role(
 
 async fn delete_role(
     State(edge): Shared,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ConnectInfo(peer): Peer,
 ) -> Response {
@@ -306,7 +306,7 @@ fn plain_json(value: Value) -> Response {
 /// grants the permission, 401 otherwise.
 async fn check_permission(
     State(edge): Shared,
-    Path(permission): Path<String>,
+    ApiPath(permission): ApiPath<String>,
     headers: HeaderMap,
     ConnectInfo(peer): Peer,
 ) -> Response {

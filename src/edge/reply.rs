@@ -10,6 +10,31 @@ use serde_json::{Map, Value, json};
 use tonic::metadata::MetadataValue;
 use tracing::{debug, warn};
 
+/// Path parameters, like axum's `Path`, whose rejection (a segment that is not
+/// valid percent-encoded UTF-8, say) is an APIv3 JSON error instead of plain text.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Response> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(error_reply(&ApiError::new(
+                nightjar_apiv3::ErrorKind::BadRequest,
+                rejection.body_text(),
+            ))),
+        }
+    }
+}
+
 /// Builds a JSON reply with `status` set to the HTTP status and `fields` added.
 pub fn json_reply(status: u16, fields: Value) -> Response {
     let mut body = Map::new();

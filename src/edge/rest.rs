@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -15,7 +15,9 @@ use nightjar_apiv3::{ApiError, ErrorKind};
 use serde_json::{Map, Value, json};
 
 use super::Edge;
-use super::reply::{error_reply, header_date, http_date, json_reply, status_reply, to_core};
+use super::reply::{
+    ApiPath, error_reply, header_date, http_date, json_reply, status_reply, to_core,
+};
 use crate::proto::*;
 
 type Shared = State<Arc<Edge>>;
@@ -319,7 +321,7 @@ async fn test(
 
 async fn create(
     State(edge): Shared,
-    Path(collection): Path<String>,
+    ApiPath(collection): ApiPath<String>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
     ConnectInfo(peer): Peer,
@@ -375,7 +377,7 @@ fn write_reply(collection: &str, outcome: WriteResponse) -> Response {
 
 async fn read(
     State(edge): Shared,
-    Path((collection, identifier)): Path<(String, String)>,
+    ApiPath((collection, identifier)): ApiPath<(String, String)>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
     ConnectInfo(peer): Peer,
@@ -418,7 +420,7 @@ async fn read(
 
 async fn update(
     State(edge): Shared,
-    Path((collection, identifier)): Path<(String, String)>,
+    ApiPath((collection, identifier)): ApiPath<(String, String)>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
     ConnectInfo(peer): Peer,
@@ -459,7 +461,7 @@ async fn update(
 
 async fn patch(
     State(edge): Shared,
-    Path((collection, identifier)): Path<(String, String)>,
+    ApiPath((collection, identifier)): ApiPath<(String, String)>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
     ConnectInfo(peer): Peer,
@@ -492,7 +494,7 @@ async fn patch(
 
 async fn delete(
     State(edge): Shared,
-    Path((collection, identifier)): Path<(String, String)>,
+    ApiPath((collection, identifier)): ApiPath<(String, String)>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
     ConnectInfo(peer): Peer,
@@ -544,7 +546,7 @@ const RESERVED: [&str; 7] = [
 
 async fn search(
     State(edge): Shared,
-    Path(collection): Path<String>,
+    ApiPath(collection): ApiPath<String>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
     ConnectInfo(peer): Peer,
@@ -624,7 +626,7 @@ fn integer_param(
 
 async fn history(
     state: Shared,
-    Path(collection): Path<String>,
+    ApiPath(collection): ApiPath<String>,
     headers: HeaderMap,
     raw: RawQuery,
     peer: Peer,
@@ -636,7 +638,7 @@ async fn history(
 
 async fn history_since(
     state: Shared,
-    Path((collection, since)): Path<(String, String)>,
+    ApiPath((collection, since)): ApiPath<(String, String)>,
     headers: HeaderMap,
     raw: RawQuery,
     peer: Peer,
