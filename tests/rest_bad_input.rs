@@ -311,3 +311,47 @@ async fn invalid_utf8_path_is_json_400() {
         reply.body
     );
 }
+
+#[tokio::test]
+async fn broken_chunked_body_is_400() {
+    use std::io::{Read, Write};
+
+    let server = Nightjar::start();
+    let api = Api::admin(&server).await;
+    let jwt = api.jwt.clone().expect("admin client has a JWT");
+    let address = server
+        .http
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+
+    // "zz" is not a hexadecimal chunk size.
+    let request = format!(
+        "POST /api/v3/entries HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {jwt}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+         zz\r\n{{}}\r\n0\r\n\r\n"
+    );
+    let response = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(&address).expect("connect to the edge");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("set read timeout");
+        stream.write_all(request.as_bytes()).expect("send request");
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response
+    })
+    .await
+    .expect("raw request task");
+
+    let status_line = response.lines().next().unwrap_or_default();
+    assert!(
+        status_line.starts_with("HTTP/1.1 400"),
+        "status line {status_line:?}; response: {response}"
+    );
+    assert!(
+        response.contains("Request body cannot be read"),
+        "response: {response}"
+    );
+    assert!(api.search("entries", &[]).await.is_empty());
+}

@@ -79,7 +79,9 @@ fn output_format(
     }
 }
 
-/// Reads the body up to the configured limit; larger bodies are 413.
+/// Reads the body up to the configured limit; larger bodies are 413, and bodies
+/// that cannot be read (broken chunked encoding, fewer bytes than
+/// `Content-Length`) are 400.
 async fn body_bytes(edge: &Edge, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Response> {
     let too_large = || {
         error_reply(&ApiError::new(
@@ -96,7 +98,18 @@ async fn body_bytes(edge: &Edge, headers: &HeaderMap, body: Body) -> Result<Vec<
     }
     match axum::body::to_bytes(body, edge.max_body_bytes).await {
         Ok(bytes) => Ok(bytes.to_vec()),
-        Err(_) => Err(too_large()),
+        Err(err) => {
+            let cause = err.into_inner();
+            if cause.is::<http_body_util::LengthLimitError>() {
+                Err(too_large())
+            } else {
+                tracing::debug!(cause = %cause, "request body cannot be read");
+                Err(error_reply(&ApiError::new(
+                    ErrorKind::BadRequest,
+                    "Request body cannot be read",
+                )))
+            }
+        }
     }
 }
 
