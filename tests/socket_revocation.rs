@@ -9,7 +9,12 @@ use common::Nightjar;
 use sha1::{Digest, Sha1};
 
 fn check_revocation(client: &str) {
-    let server = Nightjar::start_with_env(&[("AUTH_DEFAULT_ROLES", "denied")]);
+    // Rechecks after a revocation are not login attempts: with the delay on, they
+    // must still reach every socket of one address at once.
+    let server = Nightjar::start_with_env(&[
+        ("AUTH_DEFAULT_ROLES", "denied"),
+        ("AUTH_FAIL_DELAY", "3000"),
+    ]);
     server.role(
         "two-collections",
         &["api:entries:read", "api:treatments:read"],

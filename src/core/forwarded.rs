@@ -20,14 +20,21 @@ pub const FORWARDER_SERVICE: &str = "edge-forwarder";
 /// Metadata key of the end client's address.
 pub const FORWARDED_FOR_KEY: &str = "x-forwarded-for";
 
+/// Metadata key that marks the edge's recheck of a subscribed socket's token
+/// after grants changed. A recheck is not a login attempt, so core neither
+/// delays it nor counts its failure. Core drops the key from calls without the
+/// forwarding proof.
+pub const RECHECK_KEY: &str = "x-nightjar-recheck";
+
 /// Returns the forwarding proof the edge sends with every call.
 pub fn proof(secret: &ApiSecret) -> String {
     secret.service_credential(FORWARDER_SERVICE)
 }
 
-/// Keeps a call's `x-forwarded-for` when it carries `expected_proof`, and
-/// otherwise replaces it with the address of the TCP peer (or removes it when
-/// the peer is unknown).
+/// Keeps a call's `x-forwarded-for` and recheck mark when it carries
+/// `expected_proof`. Otherwise drops the mark and replaces `x-forwarded-for`
+/// with the address of the TCP peer (or removes it when the peer is unknown). An IPv4-mapped IPv6 peer is written in its IPv4 form,
+/// as the edge writes client addresses, so both count against one address.
 pub fn settle_client_address<B>(expected_proof: &str, request: &mut http::Request<B>) {
     let proven = request
         .headers()
@@ -48,9 +55,10 @@ pub fn settle_client_address<B>(expected_proof: &str, request: &mut http::Reques
         })
         .and_then(TcpConnectInfo::remote_addr);
     let headers = request.headers_mut();
+    headers.remove(RECHECK_KEY);
     headers.remove(FORWARDED_FOR_KEY);
     if let Some(value) =
-        peer.and_then(|peer| http::HeaderValue::try_from(peer.ip().to_string()).ok())
+        peer.and_then(|peer| http::HeaderValue::try_from(peer.ip().to_canonical().to_string()).ok())
     {
         headers.insert(FORWARDED_FOR_KEY, value);
     }
@@ -111,6 +119,30 @@ mod tests {
     }
 
     #[test]
+    fn unproven_call_loses_recheck_mark() {
+        let secret = ApiSecret::new("a secret of twelve or more").unwrap();
+        let mut call = request(&[(RECHECK_KEY, "1")], Some("192.0.2.10:40000"));
+
+        settle_client_address(&proof(&secret), &mut call);
+
+        assert!(call.headers().get(RECHECK_KEY).is_none());
+    }
+
+    #[test]
+    fn proven_call_keeps_recheck_mark() {
+        let secret = ApiSecret::new("a secret of twelve or more").unwrap();
+        let proof = proof(&secret);
+        let mut call = request(
+            &[(FORWARDER_KEY, &proof), (RECHECK_KEY, "1")],
+            Some("127.0.0.1:40000"),
+        );
+
+        settle_client_address(&proof, &mut call);
+
+        assert!(call.headers().get(RECHECK_KEY).is_some());
+    }
+
+    #[test]
     fn wrong_proof_gets_peer_address() {
         let secret = ApiSecret::new("a secret of twelve or more").unwrap();
         let other = ApiSecret::new("another secret, also long").unwrap();
@@ -121,6 +153,16 @@ mod tests {
             ],
             Some("192.0.2.10:40000"),
         );
+
+        settle_client_address(&proof(&secret), &mut call);
+
+        assert_eq!(forwarded_for(&call), Some("192.0.2.10"));
+    }
+
+    #[test]
+    fn mapped_peer_gets_ipv4_form() {
+        let secret = ApiSecret::new("a secret of twelve or more").unwrap();
+        let mut call = request(&[], Some("[::ffff:192.0.2.10]:40000"));
 
         settle_client_address(&proof(&secret), &mut call);
 

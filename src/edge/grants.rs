@@ -87,12 +87,18 @@ async fn recheck_all(edge: &Edge, generation: u64) {
         if rooms.is_empty() {
             continue;
         }
-        let request = super::socket::with_peer(
+        let mut request = super::socket::with_peer(
             &socket,
             AuthorizeRequest {
                 access_token: token,
                 collections: rooms.clone(),
             },
+        );
+        // Not a login attempt: core must neither delay it nor count a failure
+        // against the client.
+        request.metadata_mut().insert(
+            crate::core::forwarded::RECHECK_KEY,
+            tonic::metadata::MetadataValue::from_static("1"),
         );
         let granted = match edge.storage.clone().authorize(request).await {
             Ok(reply) => reply.into_inner().collections,

@@ -31,8 +31,14 @@ use crate::proto::storage_client::StorageClient;
 const SOCKET_BUFFER_PACKETS: usize = 1024;
 
 /// Initial read buffer of each WebSocket. Clients send small frames (pings and
-/// `subscribe`), and a larger frame grows the buffer up to the frame's size.
+/// `subscribe`); a larger frame grows the buffer to the frame's size, and the
+/// socket keeps that capacity until it closes.
 const WS_READ_BUFFER_BYTES: usize = 256;
+
+/// Largest WebSocket message and frame a client may send, in bytes: the
+/// default `maxHttpBufferSize` of the Socket.IO JavaScript server. Clients of
+/// `/storage` send only small `subscribe` events.
+const WS_MAX_MESSAGE_BYTES: usize = 1_000_000;
 
 /// State shared by every edge handler.
 pub struct Edge {
@@ -233,6 +239,8 @@ pub async fn run(
     let (socket_layer, io) = SocketIo::builder()
         .max_buffer_size(SOCKET_BUFFER_PACKETS)
         .ws_read_buffer_size(WS_READ_BUFFER_BYTES)
+        .ws_max_message_size(WS_MAX_MESSAGE_BYTES)
+        .ws_max_frame_size(WS_MAX_MESSAGE_BYTES)
         .with_state(edge.clone())
         .build_layer();
     let _ = edge.io.set(io.clone());

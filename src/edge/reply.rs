@@ -96,7 +96,7 @@ pub fn to_core<T>(
         crate::core::auth::JWT_ONLY_KEY,
         MetadataValue::from_static("1"),
     );
-    if let Ok(value) = MetadataValue::try_from(peer.ip().to_string()) {
+    if let Ok(value) = MetadataValue::try_from(peer.ip().to_canonical().to_string()) {
         metadata.insert("x-forwarded-for", value);
     }
     let request_id = headers

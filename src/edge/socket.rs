@@ -84,12 +84,13 @@ async fn authorize(
     payload: Option<Value>,
     edge: &Edge,
 ) -> (Value, Option<Replay>) {
-    // 1. The payload must be an object with a non-empty string token.
+    // 1. The payload must be an object with a non-empty string token. Tokens longer
+    //    than any real one are rejected here, so they never wait in core's delay.
     let payload = payload.unwrap_or(Value::Null);
     let Some(token) = payload
         .get("accessToken")
         .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
+        .filter(|t| !t.is_empty() && t.len() <= super::reply::MAX_CREDENTIAL_BYTES)
     else {
         return (failure(BAD_TOKEN), None);
     };
@@ -262,5 +263,5 @@ fn peer_ip(socket: &SocketRef) -> Option<String> {
         .req_parts()
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip().to_string())
+        .map(|info| info.0.ip().to_canonical().to_string())
 }

@@ -1,9 +1,10 @@
 // Checks that changes to subjects and roles reach open subscriptions within a
-// second: a deleted subject's socket is disconnected, and a socket whose role
+// second: a deleted subject's sockets are all disconnected, and a socket whose role
 // lost a collection stops receiving that collection's events but keeps the rest.
 //
 // Environment:
 //   NIGHTJAR_URL       edge base URL of a server started with AUTH_DEFAULT_ROLES=denied
+//                      and a non-zero AUTH_FAIL_DELAY
 //   SOCKET_IO_CLIENT   "4" (socket.io-client 4.x) or "2" (socket.io-client 2.2.0)
 //   ADMIN_TOKEN        access token of a subject with role admin
 //   API_SECRET_HASH    SHA-1 hex of API_SECRET, for the admin endpoints
@@ -57,24 +58,39 @@ async function within(ms, description, condition) {
 
 await runScenarios(`revocation, client ${version}`, [
   [
-    'deleting a subject disconnects its socket',
+    'deleting a subject disconnects all its sockets',
     async () => {
+      // Several sockets from one address: rechecking them must not wait out the
+      // failed-login delay (the server runs with AUTH_FAIL_DELAY set).
       const token = requireEnv('VICTIM_TOKEN');
-      const socket = await connectStorage(url, version, 'victim');
+      const sockets = [];
       try {
-        const ack = await socket.subscribe({ accessToken: token, collections: ['entries'] });
-        assert.equal(ack.success, true, `subscribe failed: ${JSON.stringify(ack)}`);
+        for (let index = 0; index < 3; index += 1) {
+          sockets.push(await connectStorage(url, version, `victim-${index}`));
+        }
+        for (const socket of sockets) {
+          const ack = await socket.subscribe({ accessToken: token, collections: ['entries'] });
+          assert.equal(ack.success, true, `subscribe failed: ${JSON.stringify(ack)}`);
+        }
         const before = await create('entries');
-        await socket.waitForDocument('create', 'entries', before);
+        for (const socket of sockets) {
+          await socket.waitForDocument('create', 'entries', before);
+        }
 
         const subjects = await admin('GET', '/subjects');
         const victim = subjects.find((subject) => subject.accessToken === token);
         assert.ok(victim, `no subject with the victim's token among ${JSON.stringify(subjects)}`);
         await admin('DELETE', `/subjects/${victim._id}`);
 
-        await within(REVOCATION_MS, 'disconnection of the deleted subject\'s socket', () => !socket.connected);
+        await within(
+          REVOCATION_MS,
+          'disconnection of every socket of the deleted subject',
+          () => sockets.every((socket) => !socket.connected),
+        );
       } finally {
-        socket.close();
+        for (const socket of sockets) {
+          socket.close();
+        }
       }
     },
   ],
