@@ -355,3 +355,18 @@ async fn broken_chunked_body_is_400() {
     );
     assert!(api.search("entries", &[]).await.is_empty());
 }
+
+#[tokio::test]
+async fn unqueryable_field_is_400() {
+    let server = Nightjar::start();
+    let api = Api::admin(&server).await;
+
+    for (key, value) in [("a\\", "1"), ("a\u{0}", "1"), ("sort", "a\\")] {
+        let reply = api.get_query("/api/v3/entries", &[(key, value)]).await;
+        expect_error(
+            &reply,
+            400,
+            &format!("Invalid field name in parameter {key}"),
+        );
+    }
+}

@@ -79,9 +79,9 @@ fn output_format(
     }
 }
 
-/// Reads the body up to the configured limit; larger bodies are 413, and bodies
-/// that cannot be read (broken chunked encoding, fewer bytes than
-/// `Content-Length`) are 400.
+/// Reads the body up to the configured limit. Larger bodies get 413. Bodies that
+/// cannot be read, such as a broken chunked encoding or fewer bytes than
+/// `Content-Length`, get 400.
 async fn body_bytes(edge: &Edge, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Response> {
     let too_large = || {
         error_reply(&ApiError::new(

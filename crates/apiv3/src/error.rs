@@ -100,6 +100,11 @@ impl ApiError {
         ))
     }
 
+    /// 400 `Invalid field name in parameter <name>`.
+    pub fn invalid_field(parameter: &str) -> Self {
+        Self::bad_request(format!("Invalid field name in parameter {parameter}"))
+    }
+
     /// 400 `Parameters sort and sort_desc cannot be combined`.
     pub fn sort_conflict() -> Self {
         Self::bad_request("Parameters sort and sort_desc cannot be combined")

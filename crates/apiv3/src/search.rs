@@ -172,6 +172,9 @@ pub fn parse_filter(key: &str, raw: &str) -> Result<Filter, ApiError> {
         }
         None => (key.to_string(), FilterOp::Eq),
     };
+    if !is_queryable_field(&field) {
+        return Err(ApiError::invalid_field(key));
+    }
 
     let value = match op {
         FilterOp::In | FilterOp::Nin => FilterValue::List(convert_list(&field, raw)),
@@ -521,10 +524,23 @@ fn numeric_text(raw: &str) -> Option<f64> {
     Some(parse_js_number_text(raw)).filter(|number| number.is_finite())
 }
 
+/// Checks that a field name can be filtered or sorted on. The embedded store's
+/// JSON paths cannot carry double quotes, backslashes or control characters.
+fn is_queryable_field(field: &str) -> bool {
+    !field
+        .chars()
+        .any(|c| c == '"' || c == '\\' || c.is_control())
+}
+
 fn parse_sort(
     ascending: Option<&str>,
     descending: Option<&str>,
 ) -> Result<Option<SortSpec>, ApiError> {
+    for (parameter, field) in [("sort", ascending), ("sort$desc", descending)] {
+        if field.is_some_and(|field| !is_queryable_field(field)) {
+            return Err(ApiError::invalid_field(parameter));
+        }
+    }
     match (ascending, descending) {
         (Some(_), Some(_)) => Err(ApiError::sort_conflict()),
         (_, Some(field)) => Ok(Some(SortSpec {
@@ -637,6 +653,21 @@ mod tests {
         assert_eq!(
             bad_request(parse_filter("sgv$GT", "1")),
             "Unsupported filter operator GT"
+        );
+    }
+
+    #[test]
+    fn filter_unqueryable_field() {
+        for key in ["a\\", "a\"b", "a\u{0}", "x\u{1f}$gt"] {
+            assert_eq!(
+                bad_request(parse_filter(key, "1")),
+                format!("Invalid field name in parameter {key}")
+            );
+        }
+        let params = pairs(&[("sort", "a\\")]);
+        assert_eq!(
+            bad_request(parse_search(&params, 1000)),
+            "Invalid field name in parameter sort"
         );
     }
 
