@@ -106,6 +106,12 @@ pub struct EdgeConfig {
           value_parser = positive_size)]
     pub max_body_bytes: usize,
 
+    /// Seconds a client may take to send a request's headers on the plain HTTP
+    /// listener; slower connections are closed.
+    #[arg(long, env = "NIGHTJAR_HEADER_READ_TIMEOUT", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout: u64,
+
     /// PEM certificate chain that turns on HTTPS for the edge listener (with `--tls-key`).
     #[arg(long, env = "NIGHTJAR_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -169,6 +175,7 @@ pub const ENVIRONMENT_SETTINGS: &[(&str, &str)] = &[
     ),
     ("NIGHTJAR_JWT_LIFETIME", "--jwt-lifetime"),
     ("NIGHTJAR_MAX_BODY_BYTES", "--max-body-bytes"),
+    ("NIGHTJAR_HEADER_READ_TIMEOUT", "--header-read-timeout"),
     ("NIGHTJAR_LOG_FORMAT", "--log-format"),
     ("NIGHTJAR_GRPC_TLS_CERT", "--grpc-tls-cert"),
     ("NIGHTJAR_GRPC_TLS_KEY", "--grpc-tls-key"),

@@ -1197,3 +1197,43 @@ async fn cli_drops_empty_role_names() {
         "roles column of {line:?}"
     );
 }
+
+#[tokio::test]
+async fn unfinished_headers_are_cut_off() {
+    let server = Nightjar::start_with_env(&[("NIGHTJAR_HEADER_READ_TIMEOUT", "2")]);
+    let address = server
+        .http
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+
+    let (elapsed, received) = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(&address).expect("connect to the edge");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("set read timeout");
+        // The blank line that ends the headers never comes.
+        stream
+            .write_all(b"GET /api/v3/version HTTP/1.1\r\nHost: nightjar\r\n")
+            .expect("send partial request");
+        let started = Instant::now();
+        let mut received = Vec::new();
+        let _ = stream.read_to_end(&mut received);
+        (started.elapsed(), received)
+    })
+    .await
+    .expect("raw connection task");
+
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "the connection stayed open {elapsed:?} with unfinished headers"
+    );
+    let text = String::from_utf8_lossy(&received);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "unexpected reply to unfinished headers: {text}"
+    );
+    let api = Api::admin(&server).await;
+    assert_server_up(&api).await;
+}

@@ -31,7 +31,7 @@ use crate::proto::storage_client::StorageClient;
 const SOCKET_BUFFER_PACKETS: usize = 1024;
 
 /// Initial read buffer of each WebSocket. Clients send small frames (pings and
-/// `subscribe`); a larger frame grows the buffer to the frame's size, and the
+/// `subscribe`). A larger frame grows the buffer to the frame's size, and the
 /// socket keeps that capacity until it closes.
 const WS_READ_BUFFER_BYTES: usize = 256;
 
@@ -281,9 +281,10 @@ pub async fn run(
             warn!(cause = %err, "disconnecting sockets at shutdown failed");
         }
     };
-    let service = app.into_make_service_with_connect_info::<SocketAddr>();
-
     if let (Some(certificate), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        // NOTE: axum-server sets no header read timeout, so
+        // NIGHTJAR_HEADER_READ_TIMEOUT applies to plain HTTP only.
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
         let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
             crate::core::read_pem(certificate, "NIGHTJAR_TLS_CERT")?,
             crate::core::read_pem(key, "NIGHTJAR_TLS_KEY")?,
@@ -310,18 +311,81 @@ pub async fn run(
     }
     info!("listening on http://{local}");
 
-    // Nagle's algorithm would hold small replies and events for the peer's delayed
-    // ACK (about 40 ms).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            debug!(cause = %err, "cannot disable Nagle's algorithm on a connection");
-        }
-    });
-    let served = axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let header_read_timeout = std::time::Duration::from_secs(config.header_read_timeout);
+    serve_http(listener, app, header_read_timeout, shutdown).await;
     upstream.abort();
     grants.abort();
     info!("edge stopped");
-    served.map_err(|err| format!("HTTP server failed: {err}"))
+    Ok(())
+}
+
+/// Serves plain HTTP (with upgrades to WebSocket) until `shutdown` completes,
+/// then gives open requests up to 10 seconds to finish.
+///
+/// A client that does not finish sending a request's headers within
+/// `header_read_timeout` is disconnected, so connections that stall before
+/// their headers are complete cannot pile up.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_read_timeout: std::time::Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Usually out of file descriptors: wait instead of spinning.
+                    warn!(cause = %err, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Nagle's algorithm would hold small replies and events for the peer's
+        // delayed ACK (about 40 ms).
+        if let Err(err) = stream.set_nodelay(true) {
+            debug!(cause = %err, "cannot disable Nagle's algorithm on a connection");
+        }
+        let service = app.clone().map_request(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request.map(axum::body::Body::new)
+            },
+        );
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                debug!(%peer, cause = %err, "HTTP connection ended with an error");
+            }
+        });
+    }
+
+    drop(listener);
+    if tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        debug!("open HTTP requests did not finish within 10 s of shutdown");
+    }
 }
