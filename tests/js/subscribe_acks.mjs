@@ -72,6 +72,24 @@ await runScenarios(`subscribe acknowledgements, client ${version}`, [
       }),
   ],
   [
+    'oversized accessToken is rejected',
+    () =>
+      withSocket('oversized token', async (socket) => {
+        const oversized = { accessToken: 'a'.repeat(5000), collections: ['entries'] };
+        assertRejected(await socket.subscribe(oversized), BAD_TOKEN, 'token of 5000 characters');
+      }),
+  ],
+  [
+    'WebSocket message over 1 MB closes the socket',
+    () =>
+      withSocket('oversized message', async (socket) => {
+        const disconnected = new Promise((resolve) => socket.socket.once('disconnect', resolve));
+        socket.socket.emit('subscribe', { accessToken: 'a'.repeat(1_500_000) });
+        const reason = await Promise.race([disconnected, sleep(10_000).then(() => 'still connected')]);
+        assert.notEqual(reason, 'still connected', 'a 1.5 MB WebSocket message did not close the socket');
+      }, ['websocket']),
+  ],
+  [
     'JWT and API_SECRET are not access tokens',
     () =>
       withSocket('other credentials', async (socket) => {
