@@ -342,7 +342,7 @@ fn bearer(metadata: &MetadataMap) -> Option<&str> {
 /// Returns the end client's IP: the one the edge forwarded, or a direct caller's
 /// TCP peer address (see [`super::forwarded`]), else `unknown`.
 pub fn client_ip(metadata: &MetadataMap) -> String {
-    text(metadata, "x-forwarded-for")
+    text(metadata, super::forwarded::FORWARDED_FOR_KEY)
         .and_then(|v| v.split(',').next())
         .map(|v| v.trim().to_string())
         .unwrap_or_else(|| "unknown".to_string())

@@ -1,13 +1,16 @@
 //! Which client address core charges a failed login to.
 //!
 //! Failed logins delay the next attempts from the same client address. Only the
-//! edge knows the client behind its connections, so core trusts the
+//! edge sees the client behind its connections, so core trusts the
 //! `x-forwarded-for` metadata of a call only when the call also carries the
 //! edge's forwarding proof. Any other caller could otherwise name a new address
 //! for every attempt and never wait.
 
+use std::net::IpAddr;
+
 use nightjar_auth::ApiSecret;
 use subtle::ConstantTimeEq;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 /// Metadata key of the edge's forwarding proof.
@@ -26,6 +29,19 @@ pub const FORWARDED_FOR_KEY: &str = "x-forwarded-for";
 /// forwarding proof.
 pub const RECHECK_KEY: &str = "x-nightjar-recheck";
 
+/// Formats a client's IP as `x-forwarded-for` carries it. IPv4-mapped IPv6
+/// addresses take their IPv4 form, so the edge and core name one client alike.
+pub fn address_text(ip: IpAddr) -> String {
+    ip.to_canonical().to_string()
+}
+
+/// Sets the `x-forwarded-for` of a call to core to the client's IP.
+pub fn forward_client_address(metadata: &mut MetadataMap, ip: IpAddr) {
+    if let Ok(value) = MetadataValue::try_from(address_text(ip)) {
+        metadata.insert(FORWARDED_FOR_KEY, value);
+    }
+}
+
 /// Returns the forwarding proof the edge sends with every call.
 pub fn proof(secret: &ApiSecret) -> String {
     secret.service_credential(FORWARDER_SERVICE)
@@ -33,8 +49,8 @@ pub fn proof(secret: &ApiSecret) -> String {
 
 /// Keeps a call's `x-forwarded-for` and recheck mark when it carries
 /// `expected_proof`. Otherwise drops the mark and replaces `x-forwarded-for`
-/// with the address of the TCP peer (or removes it when the peer is unknown). An IPv4-mapped IPv6 peer is written in its IPv4 form,
-/// as the edge writes client addresses, so both count against one address.
+/// with the TCP peer's address, written by [`address_text`] (or removes it when
+/// the peer is unknown).
 pub fn settle_client_address<B>(expected_proof: &str, request: &mut http::Request<B>) {
     let proven = request
         .headers()
@@ -58,7 +74,7 @@ pub fn settle_client_address<B>(expected_proof: &str, request: &mut http::Reques
     headers.remove(RECHECK_KEY);
     headers.remove(FORWARDED_FOR_KEY);
     if let Some(value) =
-        peer.and_then(|peer| http::HeaderValue::try_from(peer.ip().to_canonical().to_string()).ok())
+        peer.and_then(|peer| http::HeaderValue::try_from(address_text(peer.ip())).ok())
     {
         headers.insert(FORWARDED_FOR_KEY, value);
     }
@@ -84,6 +100,10 @@ mod tests {
         request
     }
 
+    fn secret() -> ApiSecret {
+        ApiSecret::new("a secret of twelve or more").unwrap()
+    }
+
     fn forwarded_for(request: &http::Request<()>) -> Option<&str> {
         request
             .headers()
@@ -93,7 +113,7 @@ mod tests {
 
     #[test]
     fn proven_call_keeps_forwarded_address() {
-        let secret = ApiSecret::new("a secret of twelve or more").unwrap();
+        let secret = secret();
         let proof = proof(&secret);
         let mut call = request(
             &[(FORWARDER_KEY, &proof), (FORWARDED_FOR_KEY, "203.0.113.7")],
@@ -107,7 +127,7 @@ mod tests {
 
     #[test]
     fn unproven_call_gets_peer_address() {
-        let secret = ApiSecret::new("a secret of twelve or more").unwrap();
+        let secret = secret();
         let mut call = request(
             &[(FORWARDED_FOR_KEY, "203.0.113.7")],
             Some("192.0.2.10:40000"),
@@ -120,7 +140,7 @@ mod tests {
 
     #[test]
     fn unproven_call_loses_recheck_mark() {
-        let secret = ApiSecret::new("a secret of twelve or more").unwrap();
+        let secret = secret();
         let mut call = request(&[(RECHECK_KEY, "1")], Some("192.0.2.10:40000"));
 
         settle_client_address(&proof(&secret), &mut call);
@@ -130,7 +150,7 @@ mod tests {
 
     #[test]
     fn proven_call_keeps_recheck_mark() {
-        let secret = ApiSecret::new("a secret of twelve or more").unwrap();
+        let secret = secret();
         let proof = proof(&secret);
         let mut call = request(
             &[(FORWARDER_KEY, &proof), (RECHECK_KEY, "1")],
@@ -144,7 +164,7 @@ mod tests {
 
     #[test]
     fn wrong_proof_gets_peer_address() {
-        let secret = ApiSecret::new("a secret of twelve or more").unwrap();
+        let secret = secret();
         let other = ApiSecret::new("another secret, also long").unwrap();
         let mut call = request(
             &[
@@ -161,7 +181,7 @@ mod tests {
 
     #[test]
     fn mapped_peer_gets_ipv4_form() {
-        let secret = ApiSecret::new("a secret of twelve or more").unwrap();
+        let secret = secret();
         let mut call = request(&[], Some("[::ffff:192.0.2.10]:40000"));
 
         settle_client_address(&proof(&secret), &mut call);
@@ -171,7 +191,7 @@ mod tests {
 
     #[test]
     fn unknown_peer_drops_forwarded_address() {
-        let secret = ApiSecret::new("a secret of twelve or more").unwrap();
+        let secret = secret();
         let mut call = request(&[(FORWARDED_FOR_KEY, "203.0.113.7")], None);
 
         settle_client_address(&proof(&secret), &mut call);
@@ -181,7 +201,7 @@ mod tests {
 
     #[test]
     fn proof_differs_from_watch_credential() {
-        let secret = ApiSecret::new("a secret of twelve or more").unwrap();
+        let secret = secret();
 
         assert_ne!(
             proof(&secret),

@@ -96,9 +96,7 @@ pub fn to_core<T>(
         crate::core::auth::JWT_ONLY_KEY,
         MetadataValue::from_static("1"),
     );
-    if let Ok(value) = MetadataValue::try_from(peer.ip().to_canonical().to_string()) {
-        metadata.insert("x-forwarded-for", value);
-    }
+    crate::core::forwarded::forward_client_address(metadata, peer.ip());
     let request_id = headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())

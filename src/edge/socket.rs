@@ -248,8 +248,8 @@ fn parse_cursor(value: &Value) -> Option<i64> {
 /// Wraps a message for core with the socket's client IP.
 pub fn with_peer<T>(socket: &SocketRef, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    if let Some(value) = peer_ip(socket).and_then(|ip| MetadataValue::try_from(ip).ok()) {
-        request.metadata_mut().insert("x-forwarded-for", value);
+    if let Some(ip) = peer_ip(socket) {
+        crate::core::forwarded::forward_client_address(request.metadata_mut(), ip);
     }
     request
 }
@@ -258,10 +258,10 @@ fn failure(message: &str) -> Value {
     json!({ "success": false, "message": message })
 }
 
-fn peer_ip(socket: &SocketRef) -> Option<String> {
+fn peer_ip(socket: &SocketRef) -> Option<std::net::IpAddr> {
     socket
         .req_parts()
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip().to_canonical().to_string())
+        .map(|info| info.0.ip())
 }
