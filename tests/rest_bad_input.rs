@@ -319,11 +319,7 @@ async fn broken_chunked_body_is_400() {
     let server = Nightjar::start();
     let api = Api::admin(&server).await;
     let jwt = api.jwt.clone().expect("admin client has a JWT");
-    let address = server
-        .http
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let address = server.http_address();
 
     // "zz" is not a hexadecimal chunk size.
     let request = format!(

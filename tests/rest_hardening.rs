@@ -1201,11 +1201,7 @@ async fn cli_drops_empty_role_names() {
 #[tokio::test]
 async fn unfinished_headers_are_cut_off() {
     let server = Nightjar::start_with_env(&[("NIGHTJAR_HEADER_READ_TIMEOUT", "2")]);
-    let address = server
-        .http
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let address = server.http_address();
 
     let (elapsed, received) = tokio::task::spawn_blocking(move || {
         use std::io::Write;

@@ -39,6 +39,14 @@ pub struct Nightjar {
 }
 
 impl Nightjar {
+    /// Returns the edge's `host:port`, for tests that speak raw HTTP over TCP.
+    pub fn http_address(&self) -> String {
+        self.http
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string()
+    }
+
     /// Starts a server on a new temporary data directory.
     pub fn start() -> Nightjar {
         Self::start_with_env(&[])
