@@ -156,13 +156,19 @@ async fn count_and_run(
     response
 }
 
-/// Copies the request URI and header values out of hyper's read buffer.
+/// Copies the URI and header values of Socket.IO requests out of hyper's read
+/// buffer.
 ///
 /// hyper parses the URI and header values as views into the connection's read
 /// buffer (16 KiB after the first request). A Socket.IO session keeps its
 /// handshake request for its whole life, and with it that buffer, which would
-/// double the memory of an idle connection.
+/// double the memory of an idle connection. Other requests end with their
+/// response, so they keep their views.
 async fn detach_from_read_buffer(request: axum::extract::Request) -> axum::extract::Request {
+    // socketioxide's default request path.
+    if !request.uri().path().starts_with("/socket.io") {
+        return request;
+    }
     let (mut parts, body) = request.into_parts();
     parts.headers = parts
         .headers
