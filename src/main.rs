@@ -11,9 +11,9 @@ mod secret;
 
 use clap::Parser;
 
-/// jemalloc rather than the system allocator: with glibc's malloc, allocation and
+/// jemalloc rather than the system allocator. With glibc's malloc, allocation and
 /// `malloc_consolidate` took about 17 % of the server's CPU time during REST
-/// creates (perf, 2 cores), and jemalloc raised the durable creates per second by
+/// creates (perf, 2 cores). jemalloc raised the durable creates per second by
 /// about 15 % (see BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

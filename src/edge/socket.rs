@@ -84,8 +84,9 @@ async fn authorize(
     payload: Option<Value>,
     edge: &Edge,
 ) -> (Value, Option<Replay>) {
-    // 1. The payload must be an object with a non-empty string token. Tokens longer
-    //    than any real one are rejected here, so they never wait in core's delay.
+    // 1. The payload must be an object with a non-empty string token. Tokens over
+    //    MAX_CREDENTIAL_BYTES are rejected here, before any call to core, so they
+    //    cannot wait in core's failed-login delay.
     let payload = payload.unwrap_or(Value::Null);
     let Some(token) = payload
         .get("accessToken")
